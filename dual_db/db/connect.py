@@ -17,6 +17,7 @@ PINNED_SETTINGS: dict[str, str] = {
     "TimeZone": "UTC",
     "extra_float_digits": "1",
     "bytea_output": "hex",
+    "lc_monetary": "C",
     "client_encoding": "UTF8",
     "standard_conforming_strings": "on",
 }

@@ -1,0 +1,295 @@
+"""The copy engine: source → target, table by table, streamed, inside one exported snapshot.
+
+Each table is one COPY TO STDOUT on the source piped into one COPY FROM STDIN on the target, block by
+block, with no intermediate file. Binary format where it is portable between the two servers (it
+skips text formatting and parsing on both sides); text format where binary would carry
+server-specific type OIDs (arrays of enums, composites) or where column types differ.
+
+Each table is replaced atomically: emptying it and loading it happen in one target transaction, so a
+re-run or a single-table re-materialization replaces rows, never duplicates them, and a failure
+leaves the previous contents. Emptying never cascades into other tables.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from dual_db.copy.snapshot import snapshot_session
+from dual_db.db.catalog import (
+    ColumnInfo,
+    has_triggers_or_foreign_keys,
+    list_sequences,
+    referenced_by_other_tables,
+    table_columns,
+)
+from dual_db.db.connect import connection
+from dual_db.db.names import TableName
+from dual_db.db.urls import DatabaseUrl
+from dual_db.verify.fingerprint import Fingerprint, table_fingerprint, vector_extension_schema
+
+
+class CopyError(RuntimeError):
+    """A table could not be copied. Names the table; never a password."""
+
+
+@dataclass(frozen=True)
+class SequenceValue:
+    sequence: TableName
+    last_value: int
+    is_called: bool
+
+
+@dataclass
+class TableCopyResult:
+    table: TableName
+    rows: int
+    bytes: int
+    seconds: float
+    snapshot_id: str | None
+    copy_format: str  # 'binary' | 'text'
+    empty_method: str  # 'truncate' | 'delete'
+    replaced_rows: int  # rows the target held before (a re-run replaces them)
+    source_fingerprint: Fingerprint | None
+    columns: list[ColumnInfo] = field(default_factory=list)
+    sequences: list[SequenceValue] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float(self.rows)
+
+
+def _column_list(columns: Sequence[ColumnInfo]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+
+
+def choose_format(source_columns: Sequence[ColumnInfo], target_columns: Sequence[ColumnInfo]) -> str:
+    """'binary' when every copied column is binary-portable and typed identically on both sides."""
+    target_types = {c.name: c.type_sql for c in target_columns}
+    for column in source_columns:
+        if not column.binary_portable or target_types.get(column.name) != column.type_sql:
+            return "text"
+    return "binary"
+
+
+def copy_table(
+    source: psycopg.Connection,
+    target: psycopg.Connection,
+    table: TableName,
+    *,
+    snapshot_id: str | None,
+    fingerprint: bool = True,
+    block_callback: Callable[[int], None] | None = None,
+) -> TableCopyResult:
+    """Copy one table. `source` must already be inside the snapshot transaction (`snapshot_session`).
+
+    `target` must be idle (not in a transaction); the load commits on success.
+    """
+    started = time.monotonic()
+    columns = table_columns(source, table)
+    copied = [c for c in columns if not c.generated]
+    try:
+        target_columns = table_columns(target, table)
+    except psycopg.errors.UndefinedTable:
+        target.rollback()
+        raise CopyError(f"table {table} does not exist in the target: apply the schema first") from None
+    missing = sorted({c.name for c in copied} - {c.name for c in target_columns})
+    if missing:
+        raise CopyError(f"table {table}: target lacks column(s) {', '.join(missing)}")
+    copy_format = choose_format(copied, target_columns)
+    options = sql.SQL("(FORMAT binary)") if copy_format == "binary" else sql.SQL("(FORMAT text)")
+
+    source_fingerprint: Fingerprint | None = None
+    if fingerprint:
+        source_fingerprint = table_fingerprint(
+            source, table, columns, vector_schema=vector_extension_schema(source)
+        )
+
+    with target.transaction():
+        # Loading must neither fire user triggers (an updated_at trigger would rewrite values) nor
+        # check or cascade foreign keys (other tables keep their rows untouched). That is what
+        # `session_replication_role = replica` does, and SET LOCAL confines it to this transaction
+        # on this session: the plan's separate `psql -c "SET ..."` affected nothing.
+        if has_triggers_or_foreign_keys(target, table):
+            target.execute("SET LOCAL session_replication_role = replica")
+        count_row = target.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident)).fetchone()
+        replaced_rows = int(count_row[0]) if count_row else 0
+        if referenced_by_other_tables(target, table):
+            # TRUNCATE refuses while other tables' foreign keys point here, and CASCADE would empty
+            # them: delete instead (replica role keeps ON DELETE CASCADE from firing).
+            target.execute(sql.SQL("DELETE FROM {}").format(table.ident))
+            empty_method, freeze = "delete", False
+        else:
+            target.execute(sql.SQL("TRUNCATE {}").format(table.ident))
+            # Truncated in this transaction: FREEZE writes rows already frozen (no later rewrite for
+            # hint bits or anti-wraparound vacuum).
+            empty_method, freeze = "truncate", True
+        load_options = options
+        if freeze:
+            load_options = sql.SQL("(FORMAT {}, FREEZE)").format(sql.SQL(copy_format))
+        nbytes = 0
+        copy_out = sql.SQL("COPY {} ({}) TO STDOUT {}").format(table.ident, _column_list(copied), options)
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
+            table.ident, _column_list(copied), load_options
+        )
+        with source.cursor() as out_cur, target.cursor() as in_cur:
+            with out_cur.copy(copy_out) as reader, in_cur.copy(copy_in) as writer:
+                for block in reader:
+                    writer.write(block)
+                    nbytes += len(block)
+                    if block_callback is not None:
+                        block_callback(len(block))
+            rows = in_cur.rowcount
+        sequences = _align_owned_sequences(source, target, table)
+
+    if source_fingerprint is not None and rows != source_fingerprint.rows:
+        raise CopyError(
+            f"table {table}: loaded {rows} rows but the source held {source_fingerprint.rows} at the snapshot"
+        )
+    return TableCopyResult(
+        table=table,
+        rows=rows,
+        bytes=nbytes,
+        seconds=time.monotonic() - started,
+        snapshot_id=snapshot_id,
+        copy_format=copy_format,
+        empty_method=empty_method,
+        replaced_rows=replaced_rows,
+        source_fingerprint=source_fingerprint,
+        columns=columns,
+        sequences=sequences,
+    )
+
+
+def _align_owned_sequences(
+    source: psycopg.Connection, target: psycopg.Connection, table: TableName
+) -> list[SequenceValue]:
+    """Set the target's sequences owned by `table` (serial, identity) to the source's values."""
+    owned = [s for s in list_sequences(source) if s.table == table and s.last_value is not None]
+    return set_sequences(target, [SequenceValue(s.sequence, s.last_value, s.is_called) for s in owned])  # type: ignore[arg-type]
+
+
+def set_sequences(target: psycopg.Connection, values: Sequence[SequenceValue]) -> list[SequenceValue]:
+    """setval each sequence that exists on the target; returns those set."""
+    done = []
+    for value in values:
+        exists = target.execute(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'S'",
+            (value.sequence.schema, value.sequence.name),
+        ).fetchone()
+        if not exists:
+            continue
+        target.execute(
+            "SELECT setval(%s::regclass, %s, %s)",
+            (_regclass_text(value.sequence), value.last_value, value.is_called),
+        )
+        done.append(value)
+    return done
+
+
+def align_all_sequences(source: psycopg.Connection, target: psycopg.Connection) -> list[SequenceValue]:
+    """Every sequence present on both sides ends at the source's value (standalone ones too)."""
+    values = [
+        SequenceValue(s.sequence, s.last_value, s.is_called)
+        for s in list_sequences(source)
+        if s.last_value is not None
+    ]
+    with target.transaction():
+        return set_sequences(target, values)
+
+
+def _regclass_text(table: TableName) -> str:
+    return '"' + table.schema.replace('"', '""') + '"."' + table.name.replace('"', '""') + '"'
+
+
+@dataclass
+class CopyRun:
+    results: list[TableCopyResult]
+    errors: dict[TableName, BaseException]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def copy_tables(
+    source_url: DatabaseUrl,
+    target_url: DatabaseUrl,
+    tables: Sequence[TableName],
+    *,
+    snapshot_id: str | None,
+    workers: int = 4,
+    fingerprint: bool = True,
+    sizes: dict[TableName, int] | None = None,
+    on_result: Callable[[TableCopyResult], None] | None = None,
+    stop_on_error: bool = False,
+) -> CopyRun:
+    """Copy `tables` with `workers` parallel streams, largest first (the longest table starts first, so
+    the run is not left waiting on one big table at the end).
+
+    Every worker joins the same exported snapshot, so all tables are read as of one moment. Errors are
+    collected per table; with `stop_on_error` no new table starts after the first failure.
+    """
+    started = time.monotonic()
+    order = sorted(tables, key=lambda t: (-(sizes or {}).get(t, 0), t))
+    results: list[TableCopyResult] = []
+    errors: dict[TableName, BaseException] = {}
+    lock = threading.Lock()
+    queue = list(order)
+    stop = threading.Event()
+
+    def next_table() -> TableName | None:
+        with lock:
+            if stop.is_set() or not queue:
+                return None
+            return queue.pop(0)
+
+    def worker() -> None:
+        table = next_table()
+        while table is not None:
+            # One source session per streak of tables: a failed COPY aborts the snapshot transaction,
+            # so after a failure the worker joins the snapshot again with a fresh session.
+            with (
+                snapshot_session(source_url, snapshot_id) as src_conn,
+                connection(target_url, application_name="dual-db copy") as tgt_conn,
+            ):
+                while table is not None:
+                    try:
+                        result = copy_table(
+                            src_conn, tgt_conn, table, snapshot_id=snapshot_id, fingerprint=fingerprint
+                        )
+                    except Exception as exc:
+                        with lock:
+                            errors[table] = exc
+                        if stop_on_error:
+                            stop.set()
+                        table = next_table()
+                        break
+                    with lock:
+                        results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+                    table = next_table()
+
+    n_workers = max(1, min(workers, len(order)))
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="dual-db-copy") as pool:
+        futures: list[Future[None]] = [pool.submit(worker) for _ in range(n_workers)]
+    setup_errors = [f.exception() for f in futures if f.exception() is not None]
+    for table in queue:
+        cause = setup_errors[0] if setup_errors else None
+        errors.setdefault(
+            table,
+            CopyError(
+                f"table {table} was not copied: "
+                + (str(cause) if cause else "an earlier failure stopped the run")
+            ),
+        )
+    return CopyRun(results=results, errors=errors, seconds=time.monotonic() - started)

@@ -1,0 +1,143 @@
+"""One consistent view of the source for a whole run: an exported snapshot held open.
+
+The plan runs two `pg_dump`s (core tables, AI tables), which take two snapshots: on a live source a
+message can land in `agent_messages` between them while its `ai_feedback` row does not, or the
+reverse. dual-db opens one REPEATABLE READ transaction, exports its snapshot with
+`pg_export_snapshot()`, and every reader of the run (pg_dump --snapshot, each table's COPY, each
+fingerprint) joins it with `SET TRANSACTION SNAPSHOT`. The snapshot lives as long as the holding
+transaction, so the holder must stay open until the last reader has started.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from dual_db.db.connect import connect
+from dual_db.db.names import TableName
+from dual_db.db.urls import DatabaseUrl
+
+
+@dataclass(frozen=True)
+class ExportedSnapshot:
+    snapshot_id: str
+    taken_at: str  # ISO timestamp, server clock
+    wal_lsn: str | None  # where the WAL stood: the start point for a logical catch-up
+
+    def as_metadata(self) -> dict[str, str]:
+        return {
+            "snapshot_id": self.snapshot_id,
+            "snapshot_taken_at": self.taken_at,
+            "wal_lsn": self.wal_lsn or "",
+        }
+
+
+class SnapshotHolder:
+    """Holds the exporting transaction. Use as a context manager, or `open()` / `close()`."""
+
+    def __init__(
+        self,
+        url: DatabaseUrl,
+        *,
+        lock_tables: Sequence[TableName] = (),
+        lock_timeout: str = "30s",
+        application_name: str = "dual-db snapshot",
+    ) -> None:
+        self.url = url
+        self.lock_tables = list(lock_tables)
+        self.lock_timeout = lock_timeout
+        self.application_name = application_name
+        self._conn: psycopg.Connection | None = None
+        self._snapshot: ExportedSnapshot | None = None
+
+    @property
+    def snapshot(self) -> ExportedSnapshot:
+        if self._snapshot is None:
+            return self.open()
+        return self._snapshot
+
+    def open(self) -> ExportedSnapshot:
+        if self._snapshot is not None:
+            return self._snapshot
+        conn = connect(self.url, read_only=True, application_name=self.application_name)
+        try:
+            # A server-wide idle-in-transaction timeout would kill the holder mid-run.
+            conn.execute("SET idle_in_transaction_session_timeout = 0")
+            conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(self.lock_timeout)))
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            if self.lock_tables:
+                # ACCESS SHARE, as pg_dump takes: concurrent DDL (DROP/ALTER) waits for us instead of
+                # changing a table under a reader; ordinary reads and writes go on.
+                conn.execute(
+                    sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
+                        sql.SQL(", ").join(t.ident for t in self.lock_tables)
+                    )
+                )
+            row = conn.execute("SELECT pg_export_snapshot(), now()").fetchone()
+            assert row is not None
+            snapshot_id, taken_at = str(row[0]), row[1]
+            wal_lsn = _current_wal_lsn(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._snapshot = ExportedSnapshot(
+            snapshot_id=snapshot_id,
+            taken_at=taken_at.astimezone(dt.UTC).isoformat()
+            if hasattr(taken_at, "astimezone")
+            else str(taken_at),
+            wal_lsn=wal_lsn,
+        )
+        return self._snapshot
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.rollback()
+            finally:
+                self._conn.close()
+        self._conn = None
+        self._snapshot = None
+
+    def __enter__(self) -> ExportedSnapshot:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _current_wal_lsn(conn: psycopg.Connection) -> str | None:
+    # pg_current_wal_lsn() errors on a standby; a savepoint keeps the snapshot transaction usable.
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        return str(row[0]) if row else None
+    except psycopg.Error:
+        return None
+
+
+@contextmanager
+def snapshot_session(
+    url: DatabaseUrl, snapshot_id: str | None, *, application_name: str = "dual-db reader"
+) -> Iterator[psycopg.Connection]:
+    """A read-only connection whose open transaction sees the exported snapshot `snapshot_id`.
+
+    With `snapshot_id=None` the transaction takes its own snapshot (used by single-table runs that
+    need no coordination with other readers).
+    """
+    conn = connect(url, read_only=True, application_name=application_name)
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if snapshot_id is not None:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+        yield conn
+    finally:
+        try:
+            conn.rollback()
+        finally:
+            conn.close()
