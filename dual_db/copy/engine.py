@@ -89,8 +89,10 @@ def copy_table(
 ) -> TableCopyResult:
     """Copy one table. `source` must already be inside the snapshot transaction (`snapshot_session`).
 
-    `target` must be idle (not in a transaction); the load commits on success.
+    `target` must be in autocommit mode, so that the load is its own transaction and commits on success.
     """
+    if not target.autocommit:
+        raise ValueError("copy_table needs an autocommit target connection")
     started = time.monotonic()
     columns = table_columns(source, table)
     copied = [c for c in columns if not c.generated]
@@ -259,7 +261,7 @@ def copy_tables(
             # so after a failure the worker joins the snapshot again with a fresh session.
             with (
                 snapshot_session(source_url, snapshot_id) as src_conn,
-                connection(target_url, application_name="dual-db copy") as tgt_conn,
+                connection(target_url, autocommit=True, application_name="dual-db copy") as tgt_conn,
             ):
                 while table is not None:
                     try:
