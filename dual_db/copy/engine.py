@@ -57,6 +57,7 @@ class TableCopyResult:
     empty_method: str  # 'truncate' | 'delete'
     replaced_rows: int  # rows the target held before (a re-run replaces them)
     source_fingerprint: Fingerprint | None
+    target_fingerprint: Fingerprint | None = None
     columns: list[ColumnInfo] = field(default_factory=list)
     sequences: list[SequenceValue] = field(default_factory=list)
 
@@ -150,9 +151,12 @@ def copy_table(
             rows = in_cur.rowcount
         sequences = _align_owned_sequences(source, target, table)
 
-    if source_fingerprint is not None and rows != source_fingerprint.rows:
-        raise CopyError(
-            f"table {table}: loaded {rows} rows but the source held {source_fingerprint.rows} at the snapshot"
+    target_fingerprint: Fingerprint | None = None
+    if fingerprint:
+        # Read back what the target committed, hashed over the source's column list: this is what
+        # count_parity and checksum_parity compare with the source's fingerprint at the snapshot.
+        target_fingerprint = table_fingerprint(
+            target, table, columns, vector_schema=vector_extension_schema(target)
         )
     return TableCopyResult(
         table=table,
@@ -164,6 +168,7 @@ def copy_table(
         empty_method=empty_method,
         replaced_rows=replaced_rows,
         source_fingerprint=source_fingerprint,
+        target_fingerprint=target_fingerprint,
         columns=columns,
         sequences=sequences,
     )

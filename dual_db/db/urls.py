@@ -155,23 +155,8 @@ class DatabaseUrl:
 
     def sqlalchemy_url(self, driver: str = "psycopg2") -> str:
         """A SQLAlchemy URL. Used for Dagster's instance storage, which needs psycopg2."""
-        from sqlalchemy.engine import URL
-
-        query: dict[str, str] = dict(self.options)
-        host = self.host
-        if self.is_unix_socket:
-            query["host"] = self.host or ""
-            host = None
-        url = URL.create(
-            f"postgresql+{driver}",
-            username=self.user,
-            password=self.password,
-            host=host,
-            port=self.port,
-            database=self.dbname,
-            query=query,
-        )
-        return url.render_as_string(hide_password=False)
+        # Same percent-encoding as `uri()`: SQLAlchemy decodes it, and libpq could parse it too.
+        return f"postgresql+{driver}://" + self.uri().split("://", 1)[1]
 
     def uri(self) -> str:
         """The full `postgresql://` URI including the password. Only for writing `.env` files."""

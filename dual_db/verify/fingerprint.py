@@ -39,6 +39,17 @@ def column_hash_input(column: ColumnInfo, vector_schema: str | None) -> sql.Comp
     return ident
 
 
+def row_hash_expression(columns: Sequence[ColumnInfo], *, vector_schema: str | None) -> sql.Composed:
+    """The 64-bit hash of one row, as summed by `fingerprint_query`.
+
+    Shared with the key-range bisection (`dual_db.verify.bisect`), whose per-range sums must add up to
+    exactly the table fingerprint.
+    """
+    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(
+        sql.SQL(", ").join(column_hash_input(c, vector_schema) for c in columns)
+    )
+
+
 def fingerprint_query(
     table: TableName,
     columns: Sequence[ColumnInfo],
@@ -47,12 +58,9 @@ def fingerprint_query(
     where: sql.Composable | None = None,
 ) -> sql.Composed:
     """`SELECT count(*), sum(hash(row))` for `table`; `where` narrows it to a key range."""
-    row_expr = sql.SQL("ROW({})::text").format(
-        sql.SQL(", ").join(column_hash_input(c, vector_schema) for c in columns)
+    query = sql.SQL("SELECT count(*), coalesce(sum({hash}), 0)::text FROM {table}").format(
+        hash=row_hash_expression(columns, vector_schema=vector_schema), table=table.ident
     )
-    query = sql.SQL(
-        "SELECT count(*), coalesce(sum(hashtextextended({row}, 0)), 0)::text FROM {table}"
-    ).format(row=row_expr, table=table.ident)
     if where is not None:
         query = sql.SQL("{} WHERE {}").format(query, where)
     return query

@@ -1,0 +1,150 @@
+"""`dual-db`: the embedded servers, the demo source and the routing plan.
+
+    dual-db up | down | status          embedded source/core/ai/instance servers under .dual_db/
+    dual-db demo-source [--scale N]     build the SigmaSight-like demo source
+    dual-db plan --discover             write the routing plan from the live source catalog
+
+The migration itself runs in Dagster: `dagster job execute -m dual_db.definitions -j migrate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from dual_db.db.urls import DatabaseUrl, DatabaseUrlError, resolve_url
+from dual_db.embedded import DEFAULT_STATE_DIR, ROLE_DATABASES, EmbeddedCluster, write_env_file
+
+ENV_FILE = Path(".env")
+
+
+def _load_env_file(path: Path = ENV_FILE) -> None:
+    """Read `.env` into os.environ (without overriding what is set), as `dagster` does."""
+    if not path.exists():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+def _source_url() -> DatabaseUrl:
+    _load_env_file()
+    return resolve_url("SOURCE_DATABASE_URL", "DATABASE_URL")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    cluster = EmbeddedCluster(args.state_dir)
+    started = cluster.up()
+    write_env_file(ENV_FILE, cluster.env())
+    for role, did_start in started.items():
+        server = cluster[role]
+        print(
+            f"{role:9} {'started' if did_start else 'running'}  {server.url(ROLE_DATABASES[role]).masked()}"
+        )
+    print(f"wrote {ENV_FILE} (URLs with passwords: keep it private)")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    cluster = EmbeddedCluster(args.state_dir)
+    for role, stopped in cluster.down().items():
+        print(f"{role:9} {'stopped' if stopped else 'not running'}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cluster = EmbeddedCluster(args.state_dir)
+    for role, server in cluster.servers.items():
+        if not server.initialized:
+            print(f"{role:9} not initialized (run `dual-db up`)")
+            continue
+        pid = server.pid()
+        state = f"running pid {pid}" if pid else "stopped"
+        size_mb = server.data_size_bytes() / 1e6
+        print(
+            f"{role:9} {state:18} PostgreSQL {server.version}  {size_mb:8.1f} MB  "
+            f"{server.url(ROLE_DATABASES[role]).masked()}"
+        )
+    return 0
+
+
+def cmd_demo_source(args: argparse.Namespace) -> int:
+    from dual_db.demo_source import DemoSourceExists, build_demo_source
+
+    url = _source_url()
+    started = time.monotonic()
+    try:
+        summary = build_demo_source(url, scale=args.scale, seed=args.seed, reset=args.reset)
+    except DemoSourceExists as exc:
+        print(f"dual-db: {exc}", file=sys.stderr)
+        return 2
+    rows = sum(summary.rows.values())
+    print(
+        f"built demo source in {url.masked()}: {len(summary.rows)} tables, {rows} rows, "
+        f"{summary.total_bytes / 1e6:.1f} MB in {time.monotonic() - started:.1f}s"
+    )
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from dual_db.db.connect import connection
+    from dual_db.routing import RoutingPlan, RoutingPlanError, discover, plan_path
+
+    path = Path(args.file) if args.file else plan_path()
+    if not args.discover:
+        plan = RoutingPlan.load(path)
+        print(f"{path}: {len(plan.core)} core, {len(plan.ai)} ai, {len(plan.exclude)} excluded")
+        return 0
+    try:
+        existing = RoutingPlan.load(path) if path.exists() else None
+    except RoutingPlanError as exc:
+        print(f"dual-db: {exc}", file=sys.stderr)
+        return 2
+    url = _source_url()
+    with connection(url, read_only=True, application_name="dual-db plan") as conn:
+        plan, changes = discover(conn, existing)
+    plan.save(path)
+    for change in changes:
+        print(change)
+    print(f"wrote {path}: {len(plan.core)} core, {len(plan.ai)} ai, {len(plan.exclude)} excluded")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dual-db", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="embedded servers' directory"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the embedded servers and write .env").set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the embedded servers").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="show the embedded servers").set_defaults(func=cmd_status)
+    demo = sub.add_parser("demo-source", help="build the SigmaSight-like demo source database")
+    demo.add_argument("--scale", type=float, default=1.0, help="size: 1 ≈ 100 MB, linear")
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--reset", action="store_true", help="drop and rebuild an existing demo source")
+    demo.set_defaults(func=cmd_demo_source)
+    plan = sub.add_parser("plan", help="show or discover the routing plan")
+    plan.add_argument("--discover", action="store_true", help="write the plan from the source catalog")
+    plan.add_argument("--file", help="plan file (default: $DUAL_DB_PLAN_FILE or routing_plan.yaml)")
+    plan.set_defaults(func=cmd_plan)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DatabaseUrlError as exc:
+        print(f"dual-db: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

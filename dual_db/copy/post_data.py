@@ -1,0 +1,285 @@
+"""Post-data: indexes, constraints and triggers, built after the rows are in.
+
+Order and parallelism, as pg_restore -j does it, plus what pgvector needs:
+1. indexes and primary/unique constraints, one table per worker connection, largest table first;
+2. foreign keys (they need the referenced unique indexes; validating them proves no orphan rows);
+3. vector indexes (HNSW, IVFFlat) last, one at a time, each with `maintenance_work_mem` sized to its
+   graph and parallel maintenance workers: an HNSW graph that does not fit in memory builds several
+   times slower;
+4. everything else (triggers, comments on indexes, ...); then ANALYZE.
+
+Statements that already exist (a re-run of this step) are skipped, so the step can be re-materialized.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from pglast import ast, enums
+from psycopg import sql
+
+from dual_db.db.connect import connect, connection
+from dual_db.db.names import TableName
+from dual_db.db.urls import DatabaseUrl
+from dual_db.schema.statements import Statement, statements_of
+
+VECTOR_ACCESS_METHODS = ("hnsw", "ivfflat")
+_ALREADY_THERE = (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateObject)
+
+
+@dataclass
+class VectorIndexBuild:
+    name: str
+    table: str
+    seconds: float
+    maintenance_work_mem: str
+    parallel_workers: int
+
+
+@dataclass
+class PostDataReport:
+    statements: int = 0
+    skipped_existing: int = 0
+    index_seconds: float = 0.0
+    foreign_key_seconds: float = 0.0
+    vector_indexes: list[VectorIndexBuild] = field(default_factory=list)
+    other_seconds: float = 0.0
+    analyze_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def as_metadata(self) -> dict[str, Any]:
+        import dagster as dg
+
+        return {
+            "statements": self.statements,
+            "skipped_existing": self.skipped_existing,
+            "index_seconds": round(self.index_seconds, 3),
+            "foreign_key_seconds": round(self.foreign_key_seconds, 3),
+            "other_seconds": round(self.other_seconds, 3),
+            "analyze_seconds": round(self.analyze_seconds, 3),
+            "seconds": round(self.seconds, 3),
+            "vector_indexes": dg.MetadataValue.json([vars(v) for v in self.vector_indexes]),
+        }
+
+
+def _relation_of(node: ast.Node) -> TableName | None:
+    relation = getattr(node, "relation", None)
+    if relation is None:
+        return None
+    return TableName(relation.schemaname or "public", relation.relname)
+
+
+def classify(statement: Statement) -> str:
+    """'setting', 'index', 'foreign_key', 'vector_index' or 'other'."""
+    node = statement.node
+    if isinstance(node, ast.VariableSetStmt) or (
+        isinstance(node, ast.SelectStmt) and "set_config" in statement.text
+    ):
+        return "setting"
+    if isinstance(node, ast.IndexStmt):
+        return "vector_index" if (node.accessMethod or "").lower() in VECTOR_ACCESS_METHODS else "index"
+    if isinstance(node, ast.AlterTableStmt):
+        contypes = {
+            cmd.def_.contype
+            for cmd in node.cmds or ()
+            if isinstance(cmd, ast.AlterTableCmd) and isinstance(cmd.def_, ast.Constraint)
+        }
+        if enums.ConstrType.CONSTR_FOREIGN in contypes:
+            return "foreign_key"
+        if contypes & {
+            enums.ConstrType.CONSTR_PRIMARY,
+            enums.ConstrType.CONSTR_UNIQUE,
+            enums.ConstrType.CONSTR_EXCLUSION,
+        }:
+            return "index"
+    return "other"
+
+
+def _execute(conn: psycopg.Connection, statement: Statement, report: PostDataReport) -> None:
+    try:
+        with conn.transaction():
+            conn.execute(statement.text)  # type: ignore[arg-type]  # a statement of a trusted dump
+        report.statements += 1
+    except _ALREADY_THERE:
+        report.skipped_existing += 1
+    except psycopg.errors.InvalidTableDefinition as exc:
+        if "multiple primary keys" not in str(exc):
+            raise
+        report.skipped_existing += 1
+
+
+def _session(url: DatabaseUrl, settings: Sequence[Statement], **extra: str) -> psycopg.Connection:
+    conn = connect(url, autocommit=True, application_name="dual-db post-data")
+    for statement in settings:
+        conn.execute(statement.text)  # type: ignore[arg-type]
+    for key, value in extra.items():
+        conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(key), sql.Literal(value)))
+    return conn
+
+
+def _run_grouped(
+    url: DatabaseUrl,
+    groups: list[list[Statement]],
+    settings: Sequence[Statement],
+    workers: int,
+    report: PostDataReport,
+) -> None:
+    """Run each group's statements in order on one connection; groups in parallel."""
+    if not groups:
+        return
+
+    def run(group: list[Statement]) -> None:
+        conn = _session(url, settings)
+        try:
+            for statement in group:
+                _execute(conn, statement, report)
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(groups)))) as pool:
+        for future in [pool.submit(run, group) for group in groups]:
+            future.result()
+
+
+def graph_memory_bytes(conn: psycopg.Connection, table: TableName, column: str, m: int) -> int:
+    """What an HNSW graph over `column` needs in memory: the vectors plus 2·m neighbours per element
+    on layer 0 (and a little for the upper layers), with headroom."""
+    row = conn.execute(
+        sql.SQL("SELECT count({col}), coalesce(sum(pg_column_size({col})), 0) FROM {tbl}").format(
+            col=sql.Identifier(column), tbl=table.ident
+        )
+    ).fetchone()
+    rows, vector_bytes = (int(row[0]), int(row[1])) if row else (0, 0)
+    neighbour_bytes = rows * (2 * m + m) * 10
+    return int((vector_bytes + neighbour_bytes + rows * 64) * 1.3)
+
+
+def _memory_setting(conn: psycopg.Connection, statement: Statement, max_bytes: int) -> int:
+    node = statement.node
+    assert isinstance(node, ast.IndexStmt)
+    table = _relation_of(node)
+    params = node.indexParams or ()
+    column = getattr(params[0], "name", None) if params else None
+    m = 16
+    for option in node.options or ():
+        if isinstance(option, ast.DefElem) and option.defname == "m":
+            m = int(getattr(option.arg, "ival", m) or m)
+    if table is None or column is None:
+        return max_bytes
+    needed = graph_memory_bytes(conn, table, column, m)
+    return max(64 * 1024 * 1024, min(needed, max_bytes))
+
+
+def _parse_memory(text: str) -> int:
+    units = {"kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+    value = text.strip().lower()
+    for unit, factor in units.items():
+        if value.endswith(unit):
+            return int(float(value[: -len(unit)].strip()) * factor)
+    return int(value)
+
+
+def build_post_data(
+    url: DatabaseUrl,
+    post_data_sql: str,
+    *,
+    max_index_memory: str = "1GB",
+    workers: int = 2,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> PostDataReport:
+    started = time.monotonic()
+    report = PostDataReport()
+    statements = statements_of(post_data_sql)
+    by_kind: dict[str, list[Statement]] = defaultdict(list)
+    for statement in statements:
+        by_kind[classify(statement)].append(statement)
+    settings = by_kind["setting"]
+
+    # 1. indexes and PK/unique constraints: one group per table, largest tables first.
+    per_table: dict[TableName | None, list[Statement]] = defaultdict(list)
+    for statement in by_kind["index"]:
+        per_table[_relation_of(statement.node)].append(statement)
+    with connection(url, autocommit=True) as conn:
+        sizes = {t: _table_size(conn, t) for t in per_table if t is not None}
+    groups = sorted(per_table.items(), key=lambda item: -sizes.get(item[0], 0) if item[0] else 0)
+    phase = time.monotonic()
+    _run_grouped(url, [g for _, g in groups], settings, workers, report)
+    report.index_seconds = time.monotonic() - phase
+    log(f"indexes and keys: {len(by_kind['index'])} statements in {report.index_seconds:.1f}s")
+
+    # 2. foreign keys, one connection: two validations locking the same tables would only queue.
+    phase = time.monotonic()
+    _run_grouped(url, [by_kind["foreign_key"]], settings, 1, report)
+    report.foreign_key_seconds = time.monotonic() - phase
+
+    # 3. vector indexes, one at a time with all the memory and workers we may use.
+    max_bytes = _parse_memory(max_index_memory)
+    parallel = max(1, min(7, (os.cpu_count() or 2) - 1))
+    for statement in by_kind["vector_index"]:
+        conn = _session(url, settings, max_parallel_maintenance_workers=str(parallel))
+        try:
+            memory = _memory_setting(conn, statement, max_bytes)
+            conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(f"{memory // 1024}kB")))
+            phase = time.monotonic()
+            _execute(conn, statement, report)
+            node = statement.node
+            assert isinstance(node, ast.IndexStmt)
+            build = VectorIndexBuild(
+                name=node.idxname or "?",
+                table=str(_relation_of(node)),
+                seconds=round(time.monotonic() - phase, 3),
+                maintenance_work_mem=f"{memory // (1024 * 1024)}MB",
+                parallel_workers=parallel,
+            )
+            report.vector_indexes.append(build)
+            log(f"vector index {build.name}: {build.seconds:.1f}s with {build.maintenance_work_mem}")
+        finally:
+            conn.close()
+
+    # 4. the rest, in dump order.
+    phase = time.monotonic()
+    _run_grouped(url, [by_kind["other"]], settings, 1, report)
+    report.other_seconds = time.monotonic() - phase
+
+    phase = time.monotonic()
+    analyze_tables(url, workers=workers)
+    report.analyze_seconds = time.monotonic() - phase
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _table_size(conn: psycopg.Connection, table: TableName) -> int:
+    row = conn.execute(
+        "SELECT pg_table_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (table.schema, table.name),
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def analyze_tables(url: DatabaseUrl, *, workers: int = 2) -> None:
+    """ANALYZE every user table, several at a time (fresh statistics before the first query)."""
+    from dual_db.db.catalog import list_tables
+
+    with connection(url, autocommit=True) as conn:
+        tables = [info.table for info in list_tables(conn)]
+    if not tables:
+        return
+
+    def run(chunk: list[TableName]) -> None:
+        with connection(url, autocommit=True, application_name="dual-db analyze") as conn:
+            for table in chunk:
+                conn.execute(sql.SQL("ANALYZE {}").format(table.ident))
+
+    n = max(1, min(workers, len(tables)))
+    chunks = [tables[i::n] for i in range(n)]
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for future in [pool.submit(run, chunk) for chunk in chunks]:
+            future.result()

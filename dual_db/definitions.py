@@ -1,0 +1,47 @@
+"""The Dagster code location: `defs`. Loading it never connects to a database.
+
+Assets are built from the routing plan file (no catalog access), resources read their URLs from the
+environment when a run starts, and runs execute in-process so that every step of a run shares the
+one exported source snapshot held by the `snapshot` resource.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from dual_db.defs.ai.assets import ai_assets
+from dual_db.defs.core.assets import core_assets
+from dual_db.defs.jobs import migrate_job, verify_job
+from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
+from dual_db.defs.source.assets import full_backup, schema_dump
+from dual_db.routing import RoutingPlan
+
+
+def _source_url_env() -> dg.EnvVar:
+    # The plan calls the source DATABASE_URL; SOURCE_DATABASE_URL wins when both are set.
+    if os.environ.get("SOURCE_DATABASE_URL") or not os.environ.get("DATABASE_URL"):
+        return dg.EnvVar("SOURCE_DATABASE_URL")
+    return dg.EnvVar("DATABASE_URL")
+
+
+def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
+    plan = plan or RoutingPlan.load()
+    source = SourceDatabase(url=_source_url_env())
+    return dg.Definitions(
+        assets=[full_backup, schema_dump, *core_assets(plan), *ai_assets(plan)],
+        jobs=[migrate_job, verify_job],
+        resources={
+            "source": source,
+            "core": CoreDatabase(url=dg.EnvVar("CORE_DATABASE_URL")),
+            "ai": AiDatabase(url=dg.EnvVar("AI_DATABASE_URL")),
+            "snapshot": SourceSnapshot(source=source),
+            "settings": MigrationSettings(),
+        },
+        # In-process: resources live for the whole run, so the snapshot is exported once per run.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,36 @@
+"""Names that are part of dual-db's interface: asset keys, check names, job names, pools."""
+
+import dagster as dg
+
+SOURCE_FULL_BACKUP = dg.AssetKey(["source", "full_backup"])
+SOURCE_SCHEMA_DUMP = dg.AssetKey(["source", "schema_dump"])
+CORE_SCHEMA = dg.AssetKey(["core", "schema"])
+AI_SCHEMA = dg.AssetKey(["ai", "schema"])
+CORE_POST_DATA = dg.AssetKey(["core", "post_data"])
+AI_VECTOR_INDEXES = dg.AssetKey(["ai", "vector_indexes"])
+VERIFICATION_REPORT = dg.AssetKey(["verification_report"])
+
+# Asset checks
+ROUTING_COMPLETE = "routing_complete"
+COUNT_PARITY = "count_parity"
+CHECKSUM_PARITY = "checksum_parity"
+CORE_EXTENSION_RULES = "core_extension_rules"
+AI_EXTENSION_RULES = "ai_extension_rules"
+SCHEMA_PARITY = "schema_parity"
+FOREIGN_KEYS_VALID = "foreign_keys_valid"
+SEQUENCES_ALIGNED = "sequences_aligned"
+SOURCE_DRIFT = "source_drift"
+
+# Jobs
+MIGRATE_JOB = "migrate"
+VERIFY_JOB = "verify"
+
+# Concurrency pool for steps that read the source: one heavy reader at a time per target server.
+SOURCE_POOL = "dual_db_source"
+
+SCHEMA_ASSETS = {"core": CORE_SCHEMA, "ai": AI_SCHEMA}
+POST_DATA_ASSETS = {"core": CORE_POST_DATA, "ai": AI_VECTOR_INDEXES}
+
+
+def table_key(target: str, asset_name: str) -> dg.AssetKey:
+    return dg.AssetKey([target, asset_name])

@@ -1,0 +1,18 @@
+"""Jobs: `migrate` (everything) and `verify` (the checks and the report alone)."""
+
+import dagster as dg
+
+from dual_db.defs.constants import MIGRATE_JOB, VERIFY_JOB
+
+migrate_job = dg.define_asset_job(
+    MIGRATE_JOB,
+    selection=dg.AssetSelection.all(),
+    description="Back up the source, split its schema, copy every table from one snapshot, build "
+    "indexes, and verify.",
+)
+
+verify_job = dg.define_asset_job(
+    VERIFY_JOB,
+    selection=dg.AssetSelection.all_asset_checks(),
+    description="Re-run every asset check against the targets as they are now.",
+)

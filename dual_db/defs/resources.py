@@ -1,0 +1,123 @@
+"""Dagster resources: one per database, the run's source snapshot, and migration settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+import dagster as dg
+import psycopg
+from pydantic import Field, PrivateAttr
+
+from dual_db.copy.snapshot import ExportedSnapshot, SnapshotHolder
+from dual_db.db.catalog import list_tables
+from dual_db.db.connect import connect
+from dual_db.db.urls import DatabaseUrl
+
+
+class PostgresDatabase(dg.ConfigurableResource):
+    """A PostgreSQL database. `url` accepts every form the plan uses (postgresql+asyncpg:// too)."""
+
+    url: str = Field(
+        description="Connection URL. Set it through an environment variable: it holds a password."
+    )
+    connect_timeout_seconds: int = Field(default=10, description="libpq connect_timeout")
+
+    read_only: ClassVar[bool] = False
+    role: ClassVar[str] = "database"
+
+    def database_url(self) -> DatabaseUrl:
+        return DatabaseUrl.parse(self.url)
+
+    @property
+    def masked_url(self) -> str:
+        return self.database_url().masked()
+
+    @contextmanager
+    def get_connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        conn = connect(
+            self.database_url(),
+            read_only=self.read_only,
+            autocommit=autocommit,
+            application_name=f"dual-db {self.role}",
+            connect_timeout=self.connect_timeout_seconds,
+        )
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+class SourceDatabase(PostgresDatabase):
+    """The database being split. Every session on it is read-only: dual-db never writes to it."""
+
+    read_only: ClassVar[bool] = True
+    role: ClassVar[str] = "source"
+
+
+class CoreDatabase(PostgresDatabase):
+    """The new core (OLTP) database. It must never have the pgvector extension."""
+
+    role: ClassVar[str] = "core"
+
+
+class AiDatabase(PostgresDatabase):
+    """The new AI database, with pgvector and the vector indexes."""
+
+    role: ClassVar[str] = "ai"
+
+
+class MigrationSettings(dg.ConfigurableResource):
+    """How the migration runs. Defaults suit the embedded servers and a 2-core machine."""
+
+    dumps_dir: str = Field(default=".dual_db/dumps", description="Where dumps and reports are written.")
+    pg_bin_dir: str | None = Field(
+        default=None,
+        description="Directory with pg_dump ≥ the source's major version (default: $DUAL_DB_PG_BIN_DIR, "
+        "else the embedded PostgreSQL 18 tools).",
+    )
+    copy_workers: int = Field(default=4, description="Tables copied in parallel per target.")
+    backup_jobs: int = Field(default=2, description="pg_dump -j for the full backup.")
+    replace_existing: bool = Field(
+        default=False,
+        description="Allow replacing tables in a target that dual-db did not create.",
+    )
+    max_index_memory: str = Field(
+        default="1GB",
+        description="Upper bound for maintenance_work_mem when building vector indexes.",
+    )
+
+    def dumps_path(self) -> Path:
+        return Path(self.dumps_dir).absolute()
+
+    def resolved_pg_bin_dir(self) -> str | None:
+        return self.pg_bin_dir or os.environ.get("DUAL_DB_PG_BIN_DIR") or None
+
+
+class SourceSnapshot(dg.ConfigurableResource):
+    """The run's one consistent view of the source: an exported snapshot held open for the run.
+
+    Opened lazily by the first step that asks for it, closed when the run ends. The code location
+    runs in-process (see definitions.py), so every step of a run shares this one snapshot.
+    """
+
+    source: SourceDatabase
+
+    _holder: SnapshotHolder | None = PrivateAttr(default=None)
+
+    def get(self) -> ExportedSnapshot:
+        if self._holder is None:
+            url = self.source.database_url()
+            # Lock the tables pg_dump would lock, so that DDL cannot change a table under a reader.
+            with self.source.get_connection() as conn:
+                tables = [info.table for info in list_tables(conn)]
+            self._holder = SnapshotHolder(url, lock_tables=tables)
+        return self._holder.snapshot
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None

@@ -1,0 +1,147 @@
+"""Source assets: the rollback backup and the schema dump, both read from the run's one snapshot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from dual_db.copy.snapshot import snapshot_session
+from dual_db.db.catalog import list_tables
+from dual_db.db.connect import server_version_num
+from dual_db.defs.constants import ROUTING_COMPLETE, SOURCE_FULL_BACKUP, SOURCE_POOL, SOURCE_SCHEMA_DUMP
+from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
+from dual_db.preflight import preflight
+from dual_db.routing import RoutingPlan, plan_path
+from dual_db.schema.dump import (
+    check_pg_dump_compatible,
+    dump_full_backup,
+    dump_schema_sections,
+    resolve_pg_bin_dir,
+)
+
+
+def run_dir(settings: MigrationSettings, run_id: str) -> Path:
+    path = settings.dumps_path() / run_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _pg_bin_dir(source: SourceDatabase, settings: MigrationSettings) -> Path:
+    """pg_dump no older than the source server (checked before anything runs)."""
+    bin_dir = resolve_pg_bin_dir(settings.resolved_pg_bin_dir())
+    with source.get_connection() as conn:
+        check_pg_dump_compatible(bin_dir, server_version_num(conn))
+    return bin_dir
+
+
+@dg.asset(
+    key=SOURCE_FULL_BACKUP,
+    group_name="source",
+    kinds={"postgres"},
+    pool=SOURCE_POOL,
+    description="Whole-database dump of the source (pg_dump directory format) for rollback, "
+    "taken from the same snapshot as the copy.",
+)
+def full_backup(
+    context: dg.AssetExecutionContext,
+    source: SourceDatabase,
+    snapshot: SourceSnapshot,
+    settings: MigrationSettings,
+) -> dg.MaterializeResult:
+    bin_dir = _pg_bin_dir(source, settings)
+    exported = snapshot.get()
+    out_dir = run_dir(settings, context.run_id) / "full_backup"
+    result = dump_full_backup(
+        source.database_url(),
+        out_dir,
+        bin_dir=bin_dir,
+        jobs=settings.backup_jobs,
+        snapshot=exported.snapshot_id,
+    )
+    context.log.info(f"full backup of {source.masked_url}: {result.bytes} bytes in {result.seconds:.1f}s")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(result.path)),
+            "bytes": dg.MetadataValue.int(result.bytes),
+            "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
+            "pg_dump_version": result.pg_dump_version,
+            "restore_with": f"pg_restore --jobs=4 --no-owner --dbname=<new database> {result.path}",
+            **exported.as_metadata(),
+        }
+    )
+
+
+@dg.asset(
+    key=SOURCE_SCHEMA_DUMP,
+    group_name="source",
+    kinds={"postgres"},
+    pool=SOURCE_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            ROUTING_COMPLETE,
+            asset=SOURCE_SCHEMA_DUMP,
+            blocking=True,
+            description="Every source table is routed exactly once by the routing plan.",
+        )
+    ],
+    description="Schema-only dump of the source, split into pre-data and post-data sections. "
+    "Checks every server first: nothing is written anywhere unless all guards pass.",
+)
+def schema_dump(
+    context: dg.AssetExecutionContext,
+    source: SourceDatabase,
+    core: CoreDatabase,
+    ai: AiDatabase,
+    snapshot: SourceSnapshot,
+    settings: MigrationSettings,
+) -> dg.MaterializeResult:
+    preflight(
+        source.database_url(),
+        {"core": core.database_url(), "ai": ai.database_url()},
+        replace_existing=settings.replace_existing,
+    )
+    bin_dir = _pg_bin_dir(source, settings)
+    exported = snapshot.get()
+    sections = dump_schema_sections(source.database_url(), bin_dir=bin_dir, snapshot=exported.snapshot_id)
+    out_dir = run_dir(settings, context.run_id) / "schema"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pre_path, post_path = out_dir / "pre_data.sql", out_dir / "post_data.sql"
+    pre_path.write_text(sections.pre_data)
+    post_path.write_text(sections.post_data)
+
+    with snapshot_session(source.database_url(), exported.snapshot_id) as conn:
+        source_tables = [info.table for info in list_tables(conn)]
+    plan = RoutingPlan.load()
+    problems = plan.problems(source_tables)
+    routing_metadata: dict[str, Any] = {
+        "plan_file": str(plan_path()),
+        "source_tables": len(source_tables),
+        "core_tables": len(plan.core),
+        "ai_tables": len(plan.ai),
+        "excluded_tables": len(plan.exclude),
+        "problems": dg.MetadataValue.json(problems),
+    }
+    return dg.MaterializeResult(
+        metadata={
+            "pre_data_path": dg.MetadataValue.path(str(pre_path)),
+            "post_data_path": dg.MetadataValue.path(str(post_path)),
+            "pg_dump_version": sections.pg_dump_version,
+            "source_tables": dg.MetadataValue.int(len(source_tables)),
+            **exported.as_metadata(),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=ROUTING_COMPLETE,
+                passed=not problems,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=(
+                    f"all {len(source_tables)} source tables routed exactly once"
+                    if not problems
+                    else f"{len(problems)} routing problem(s): " + "; ".join(problems[:10])
+                ),
+                metadata=routing_metadata,
+            )
+        ],
+    )

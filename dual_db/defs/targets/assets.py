@@ -1,0 +1,19 @@
+"""The asset chain every target database gets: schema → one asset per table → post-data."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dual_db.defs.targets.schema import build_post_data_asset, build_schema_asset
+from dual_db.defs.targets.tables import build_table_assets
+from dual_db.routing import RoutingPlan
+
+
+def target_assets(target: str, plan: RoutingPlan) -> list[dg.AssetsDefinition]:
+    tables = plan.tables(target)
+    assets = [build_schema_asset(target)]
+    table_assets = build_table_assets(target, tables)
+    if table_assets is not None:
+        assets.append(table_assets)
+    assets.append(build_post_data_asset(target, [t.asset_name for t in tables]))
+    return assets

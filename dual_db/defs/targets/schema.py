@@ -1,0 +1,140 @@
+"""Target schema assets: `<target>/schema` before the copy, post-data after it.
+
+The split is computed from the schema dump's files and the routing plan; each target's pre-data is
+applied before its tables are copied, its post-data (indexes, constraints, triggers) after, because
+building an index once over loaded rows is far cheaper than maintaining it row by row.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from dual_db.db.connect import connection, server_version_num
+from dual_db.defs.constants import POST_DATA_ASSETS, SCHEMA_ASSETS, SOURCE_SCHEMA_DUMP, table_key
+from dual_db.preflight import preflight, reset_target, write_marker
+from dual_db.routing import RoutingPlan
+from dual_db.schema.apply import apply_sql
+from dual_db.schema.split import SchemaSplit, split_schema
+from dual_db.copy.engine import align_all_sequences
+from dual_db.copy.post_data import build_post_data
+
+
+def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
+    """The metadata of `key`'s latest materialization (dual-db keeps its state there)."""
+    event = context.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure(f"{key.to_user_string()} has not been materialized yet: materialize it first")
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def _split_for(context: dg.AssetExecutionContext, core_version: int, ai_version: int) -> SchemaSplit:
+    dump = latest_metadata(context, SOURCE_SCHEMA_DUMP)
+    plan = RoutingPlan.load()
+    return split_schema(
+        Path(dump["pre_data_path"]).read_text(),
+        Path(dump["post_data_path"]).read_text(),
+        set(plan.ai),
+        core_target_version=core_version,
+        ai_target_version=ai_version,
+    )
+
+
+def build_schema_asset(target: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=SCHEMA_ASSETS[target],
+        deps=[SOURCE_SCHEMA_DUMP],
+        group_name=target,
+        kinds={"postgres"},
+        required_resource_keys={"source", "core", "ai", "settings"},
+        description=f"The {target} database's schema before the copy (tables, types, functions; no "
+        "indexes or constraints yet), cleaned with a SQL parser.",
+    )
+    def target_schema(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        source, settings = context.resources.source, context.resources.settings
+        target_db = getattr(context.resources, target)
+        url = target_db.database_url()
+        state = preflight(source.database_url(), {target: url}, replace_existing=settings.replace_existing)[
+            target
+        ]
+        with connection(url, autocommit=True) as conn:
+            target_version = server_version_num(conn) // 10000
+        split = _split_for(context, target_version, target_version)
+        pre, post = (split.core_pre, split.core_post) if target == "core" else (split.ai_pre, split.ai_post)
+        out_dir = Path(settings.dumps_path()) / context.run_id / target
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "pre_data.sql").write_text(pre)
+        (out_dir / "post_data.sql").write_text(post)
+        if state.tables:
+            context.log.info(f"replacing {len(state.tables)} table(s) in {target_db.masked_url}")
+            reset_target(url, sorted({t.schema for t in state.tables} | {"public"}))
+        started = time.monotonic()
+        applied = apply_sql(url, pre)
+        with connection(source.database_url(), read_only=True) as conn:
+            source_db = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
+        with connection(url, autocommit=True) as conn:
+            write_marker(conn, target, source_db)
+        metadata: dict[str, Any] = {
+            "target": target_db.masked_url,
+            "target_version": target_version,
+            "statements": applied,
+            "seconds": round(time.monotonic() - started, 3),
+            "pre_data_path": dg.MetadataValue.path(str(out_dir / "pre_data.sql")),
+            "post_data_path": dg.MetadataValue.path(str(out_dir / "post_data.sql")),
+            "soft_references": dg.MetadataValue.json([ref.as_dict() for ref in split.soft_references]),
+        }
+        if target == "core":
+            metadata["removed_from_core"] = dg.MetadataValue.md(
+                "| kind | name | reason |\n|---|---|---|\n"
+                + "\n".join(f"| {r.kind} | {r.name} | {r.reason} |" for r in split.removed)
+            )
+        return dg.MaterializeResult(metadata=metadata)
+
+    return target_schema
+
+
+def build_post_data_asset(target: str, table_asset_names: list[str]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=POST_DATA_ASSETS[target],
+        deps=[SCHEMA_ASSETS[target], *(table_key(target, name) for name in table_asset_names)],
+        group_name=target,
+        kinds={"postgres"},
+        required_resource_keys={"source", "core", "ai", "settings"},
+        description=(
+            "Indexes, constraints and triggers of the core tables, built after the copy; sequences "
+            "aligned with the source; statistics refreshed."
+            if target == "core"
+            else "Indexes of the AI tables, HNSW/IVFFlat last with memory sized to the graph and "
+            "parallel workers; statistics refreshed."
+        ),
+    )
+    def post_data(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        source, settings = context.resources.source, context.resources.settings
+        target_db = getattr(context.resources, target)
+        schema_meta = latest_metadata(context, SCHEMA_ASSETS[target])
+        post_sql = Path(schema_meta["post_data_path"]).read_text()
+        report = build_post_data(
+            target_db.database_url(),
+            post_sql,
+            max_index_memory=settings.max_index_memory,
+            workers=settings.copy_workers,
+            log=context.log.info,
+        )
+        with (
+            connection(source.database_url(), read_only=True) as src,
+            connection(target_db.database_url(), autocommit=True) as tgt,
+        ):
+            sequences = align_all_sequences(src, tgt)
+        return dg.MaterializeResult(
+            metadata={
+                **report.as_metadata(),
+                "sequences_aligned": dg.MetadataValue.json(
+                    {s.sequence.qualified: s.last_value for s in sequences}
+                ),
+            }
+        )
+
+    return post_data

@@ -1,0 +1,229 @@
+"""One asset per table, from one subsettable multi-asset per target database.
+
+Materializing copies the selected tables from the run's source snapshot and checks each one
+(count_parity, checksum_parity) as it lands. Selecting only the checks (the `verify` job) re-checks the
+target as it is now against the source fingerprint recorded at the copy's snapshot.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dagster as dg
+
+from dual_db.copy.engine import CopyRun, TableCopyResult, copy_tables
+from dual_db.copy.snapshot import snapshot_session
+from dual_db.db.catalog import list_tables, table_columns
+from dual_db.db.names import TableName
+from dual_db.defs.constants import CHECKSUM_PARITY, COUNT_PARITY, SCHEMA_ASSETS, SOURCE_POOL, table_key
+from dual_db.verify.fingerprint import Fingerprint, table_fingerprint
+from dual_db.verify.table_checks import TableCheck, table_checks
+
+TABLE_METADATA_KEY = "dual_db/table"
+
+
+def table_specs(target: str, tables: Sequence[TableName]) -> dict[dg.AssetKey, TableName]:
+    return {table_key(target, t.asset_name): t for t in tables}
+
+
+def _to_check_result(asset_key: dg.AssetKey, check: TableCheck) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=check.name,
+        passed=check.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=check.summary,
+        metadata=check.metadata,
+    )
+
+
+def _materialize_result(
+    asset_key: dg.AssetKey, result: TableCopyResult, checks: list[TableCheck], extra: dict[str, Any]
+) -> dg.MaterializeResult:
+    assert result.source_fingerprint is not None and result.target_fingerprint is not None
+    metadata: dict[str, Any] = {
+        TABLE_METADATA_KEY: result.table.qualified,
+        "rows": dg.MetadataValue.int(result.rows),
+        "bytes": dg.MetadataValue.int(result.bytes),
+        "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        "rows_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),
+        "snapshot_id": result.snapshot_id or "",
+        "source_rows": dg.MetadataValue.int(result.source_fingerprint.rows),
+        "source_checksum": result.source_fingerprint.checksum,
+        "target_checksum": result.target_fingerprint.checksum,
+        "copy_format": result.copy_format,
+        "empty_method": result.empty_method,
+        "replaced_rows": dg.MetadataValue.int(result.replaced_rows),
+        "sequences": dg.MetadataValue.json({s.sequence.qualified: s.last_value for s in result.sequences}),
+        **extra,
+    }
+    return dg.MaterializeResult(
+        asset_key=asset_key,
+        metadata=metadata,
+        check_results=[_to_check_result(asset_key, c) for c in checks],
+    )
+
+
+def _run_copy_in_background(**kwargs: Any) -> Iterator[TableCopyResult | CopyRun]:
+    """Yield each table's result as it lands, then the whole run (so the UI shows progress)."""
+    results: queue.Queue[TableCopyResult | CopyRun | BaseException] = queue.Queue()
+
+    def run() -> None:
+        try:
+            results.put(copy_tables(on_result=results.put, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the step's thread
+            results.put(exc)
+
+    thread = threading.Thread(target=run, name="dual-db-copy-run", daemon=True)
+    thread.start()
+    while True:
+        item = results.get()
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+        if isinstance(item, CopyRun):
+            break
+    thread.join()
+
+
+def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDefinition | None:
+    """The `<target>/<table>` assets for `tables`, or None when the plan routes no table there."""
+    if not tables:
+        return None
+    by_key = table_specs(target, tables)
+    specs = [
+        dg.AssetSpec(
+            key=key,
+            deps=[SCHEMA_ASSETS[target]],
+            skippable=True,
+            group_name=target,
+            kinds={"postgres"},
+            description=f"Table {table.qualified} in the {target} database, copied from the source.",
+            metadata={TABLE_METADATA_KEY: table.qualified},
+        )
+        for key, table in by_key.items()
+    ]
+    check_specs = [
+        spec
+        for key in by_key
+        for spec in (
+            dg.AssetCheckSpec(
+                COUNT_PARITY,
+                asset=key,
+                blocking=True,
+                description="Target rows equal the source's rows at the copy's snapshot.",
+            ),
+            dg.AssetCheckSpec(
+                CHECKSUM_PARITY,
+                asset=key,
+                blocking=True,
+                description="Target content fingerprint equals the source's at the copy's snapshot.",
+            ),
+        )
+    ]
+
+    @dg.multi_asset(
+        name=f"{target}_tables",
+        specs=specs,
+        check_specs=check_specs,
+        can_subset=True,
+        pool=SOURCE_POOL,
+        required_resource_keys={"source", target, "snapshot", "settings"},
+    )
+    def copy_target_tables(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        source = context.resources.source
+        target_db = getattr(context.resources, target)
+        settings = context.resources.settings
+        selected = [key for key in by_key if key in context.selected_asset_keys]
+        if selected:
+            snapshot = context.resources.snapshot.get()
+            context.log.info(
+                f"copying {len(selected)} table(s) to {target} at {target_db.masked_url} "
+                f"from snapshot {snapshot.snapshot_id}"
+            )
+            with source.get_connection() as conn:
+                sizes = {info.table: info.bytes for info in list_tables(conn)}
+            key_of = {by_key[key]: key for key in selected}
+            run: CopyRun | None = None
+            for item in _run_copy_in_background(
+                source_url=source.database_url(),
+                target_url=target_db.database_url(),
+                tables=list(key_of),
+                snapshot_id=snapshot.snapshot_id,
+                workers=settings.copy_workers,
+                sizes=sizes,
+            ):
+                if isinstance(item, CopyRun):
+                    run = item
+                    continue
+                checks = table_checks(
+                    item.source_fingerprint,
+                    item.target_fingerprint,
+                    item.table,
+                    item.columns,
+                    source_url=source.database_url(),
+                    target_url=target_db.database_url(),
+                    snapshot_id=snapshot.snapshot_id,
+                )
+                yield _materialize_result(key_of[item.table], item, checks, snapshot.as_metadata())
+            assert run is not None
+            if run.errors:
+                detail = "; ".join(f"{t}: {e}" for t, e in sorted(run.errors.items()))
+                raise dg.Failure(
+                    description=f"{len(run.errors)} table(s) failed to copy to {target}: {detail}",
+                    metadata={"failed_tables": [str(t) for t in sorted(run.errors)]},
+                )
+            context.log.info(f"copied {len(run.results)} table(s) to {target} in {run.seconds:.1f}s")
+
+        # Checks selected without their asset: re-check the target now against the recorded source.
+        check_only = [
+            key
+            for key in context.selected_asset_check_keys
+            if key.asset_key in by_key and key.asset_key not in context.selected_asset_keys
+        ]
+        for asset_key in sorted({k.asset_key for k in check_only}, key=lambda k: k.to_user_string()):
+            names = {k.name for k in check_only if k.asset_key == asset_key}
+            for check in _recheck_table(context, asset_key, by_key[asset_key], source, target_db):
+                if check.name in names:
+                    yield _to_check_result(asset_key, check)
+
+    return copy_target_tables
+
+
+def _recheck_table(
+    context: dg.AssetExecutionContext,
+    asset_key: dg.AssetKey,
+    table: TableName,
+    source: Any,
+    target_db: Any,
+) -> list[TableCheck]:
+    event = context.instance.get_latest_materialization_event(asset_key)
+    materialization = event.asset_materialization if event else None
+    if materialization is None or "source_checksum" not in materialization.metadata:
+        return [
+            TableCheck(
+                name, False, f"{table} has never been copied: materialize {asset_key.to_user_string()}", {}
+            )
+            for name in (COUNT_PARITY, CHECKSUM_PARITY)
+        ]
+    metadata = materialization.metadata
+    expected = Fingerprint(
+        rows=int(metadata["source_rows"].value), checksum=str(metadata["source_checksum"].value)
+    )
+    with snapshot_session(source.database_url(), None) as source_conn:
+        columns = table_columns(source_conn, table)
+    with target_db.get_connection(autocommit=True) as target_conn:
+        actual = table_fingerprint(target_conn, table, columns)
+    return table_checks(
+        expected,
+        actual,
+        table,
+        columns,
+        source_url=source.database_url(),
+        target_url=target_db.database_url(),
+        snapshot_id=None,
+        recorded_snapshot_id=str(metadata["snapshot_id"].value) if "snapshot_id" in metadata else None,
+    )

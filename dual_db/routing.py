@@ -1,0 +1,143 @@
+"""The routing plan: which source table goes to the core database and which to the AI database.
+
+The plan is a YAML file (default `routing_plan.yaml` at the repository root, or `$DUAL_DB_PLAN_FILE`):
+
+    ai: [ai_kb_documents, ai_memories, ai_feedback]
+    core: [users, portfolios, ...]
+    exclude: []          # tables deliberately left behind (they fail nothing, but are listed)
+
+Dagster's asset definitions are built from this file when the code location loads, without touching a
+database. `dual-db plan --discover` reads the live source catalog and writes the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import yaml
+
+from dual_db.db.catalog import list_tables, table_columns
+from dual_db.db.names import TableName
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PLAN_FILE_ENV = "DUAL_DB_PLAN_FILE"
+DEFAULT_PLAN_FILE = REPO_ROOT / "routing_plan.yaml"
+
+TARGETS = ("core", "ai")
+
+
+class RoutingPlanError(ValueError):
+    pass
+
+
+def plan_path() -> Path:
+    configured = os.environ.get(PLAN_FILE_ENV)
+    return Path(configured) if configured else DEFAULT_PLAN_FILE
+
+
+@dataclass
+class RoutingPlan:
+    core: list[TableName] = field(default_factory=list)
+    ai: list[TableName] = field(default_factory=list)
+    exclude: list[TableName] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> RoutingPlan:
+        path = path or plan_path()
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise RoutingPlanError(
+                f"routing plan {path} not found: run `dual-db plan --discover` to write one"
+            ) from None
+        except yaml.YAMLError as exc:
+            raise RoutingPlanError(f"routing plan {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise RoutingPlanError(f"routing plan {path}: expected a mapping with 'core' and 'ai' lists")
+        unknown = set(data) - {"core", "ai", "exclude"}
+        if unknown:
+            raise RoutingPlanError(f"routing plan {path}: unknown key(s) {sorted(unknown)}")
+
+        def names(key: str) -> list[TableName]:
+            value = data.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise RoutingPlanError(f"routing plan {path}: '{key}' must be a list of table names")
+            try:
+                return [TableName.parse(v) for v in value]
+            except ValueError as exc:
+                raise RoutingPlanError(f"routing plan {path}: {exc}") from None
+
+        return cls(core=names("core"), ai=names("ai"), exclude=names("exclude"))
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or plan_path()
+        header = (
+            "# dual-db routing plan: every source table is listed exactly once.\n"
+            "# ai: tables that move to the AI database (pgvector); core: the core database;\n"
+            "# exclude: tables deliberately left behind. Rewrite with `dual-db plan --discover`.\n"
+        )
+        body = {
+            "ai": [t.display for t in self.ai],
+            "core": [t.display for t in self.core],
+            "exclude": [t.display for t in self.exclude],
+        }
+        path.write_text(header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+        return path
+
+    def tables(self, target: str) -> list[TableName]:
+        if target not in TARGETS:
+            raise ValueError(f"unknown target {target!r}")
+        return list(getattr(self, target))
+
+    def target_of(self, table: TableName) -> str | None:
+        for key in ("core", "ai", "exclude"):
+            if table in getattr(self, key):
+                return key
+        return None
+
+    def routed_twice(self) -> list[TableName]:
+        counts = Counter([*self.core, *self.ai, *self.exclude])
+        return sorted(t for t, n in counts.items() if n > 1)
+
+    def problems(self, source_tables: Iterable[TableName]) -> list[str]:
+        """Every way the plan and the source disagree, each naming the table."""
+        source = set(source_tables)
+        planned = {*self.core, *self.ai, *self.exclude}
+        problems = [f"{t} is in the source but not in the routing plan" for t in sorted(source - planned)]
+        problems += [f"{t} is in the routing plan but not in the source" for t in sorted(planned - source)]
+        for table in self.routed_twice():
+            places = [k for k in ("core", "ai", "exclude") if table in getattr(self, k)]
+            problems.append(f"{table} is routed more than once ({', '.join(places)})")
+        return problems
+
+
+def discover(conn: psycopg.Connection, existing: RoutingPlan | None = None) -> tuple[RoutingPlan, list[str]]:
+    """A plan for the live source: existing routing kept, new tables routed, vanished ones dropped.
+
+    A new table with a pgvector column goes to AI (core must never have pgvector types); any other new
+    table goes to core. Returns the plan and a list of human-readable changes.
+    """
+    existing = existing or RoutingPlan()
+    source_tables = [info.table for info in list_tables(conn)]
+    plan = RoutingPlan()
+    changes: list[str] = []
+    for table in source_tables:
+        previous = existing.target_of(table)
+        has_vector = any(c.vector_type for c in table_columns(conn, table))
+        if previous is None:
+            target = "ai" if has_vector else "core"
+            changes.append(f"added {table} → {target}" + (" (has a pgvector column)" if has_vector else ""))
+        elif previous == "core" and has_vector:
+            target = "ai"
+            changes.append(f"moved {table} core → ai: it has a pgvector column")
+        else:
+            target = previous
+        getattr(plan, target).append(table)
+    for table in sorted({*existing.core, *existing.ai, *existing.exclude} - set(source_tables)):
+        changes.append(f"removed {table}: not in the source")
+    return plan, changes
