@@ -1,0 +1,133 @@
+"""The routing plan (file, discovery, completeness) and the guards that run before any write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dual_db.db.connect import connection
+from dual_db.db.names import TableName
+from dual_db.preflight import GuardError, preflight, reset_target, write_marker
+from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan, RoutingPlanError, discover
+from dual_db_tests.conftest import Databases
+
+
+def test_default_plan_routes_the_migration_plans_tables() -> None:
+    plan = RoutingPlan.load(DEFAULT_PLAN_FILE)
+    assert [t.name for t in plan.ai] == ["ai_kb_documents", "ai_memories", "ai_feedback"]
+    assert len(plan.core) == 40 and TableName("public", "alembic_version") in plan.core
+    assert plan.routed_twice() == []
+
+
+def test_plan_problems_name_each_table(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text("core: [users, positions, ghost]\nai: [ai_memories, positions]\n")
+    plan = RoutingPlan.load(path)
+    problems = plan.problems(
+        [TableName("public", t) for t in ("users", "positions", "ai_memories", "new_one")]
+    )
+    assert "new_one is in the source but not in the routing plan" in problems
+    assert "ghost is in the routing plan but not in the source" in problems
+    assert "positions is routed more than once (core, ai)" in problems
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("core: users\n", "must be a list"), ("cores: []\n", "unknown key"), ("core: [\n", "not valid YAML")],
+)
+def test_bad_plan_files_fail_clearly(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    with pytest.raises(RoutingPlanError, match=message):
+        RoutingPlan.load(path)
+
+
+def test_discover_routes_vector_tables_to_ai_and_keeps_existing_choices(
+    databases: Databases, tmp_path: Path
+) -> None:
+    with connection(databases.source, autocommit=True) as conn:
+        conn.execute(
+            'CREATE EXTENSION vector; CREATE SCHEMA "Odd Schema";'
+            "CREATE TABLE users (id int); CREATE TABLE notes (id int); CREATE TABLE embeddings (e halfvec(4));"
+            'CREATE TABLE "Odd Schema"."Mixed Case" (id int)'
+        )
+    existing = RoutingPlan(
+        core=[TableName.parse("users"), TableName.parse("gone")], exclude=[TableName.parse("notes")]
+    )
+    with connection(databases.source, read_only=True) as conn:
+        plan, changes = discover(conn, existing)
+    assert plan.ai == [TableName("public", "embeddings")]
+    assert plan.exclude == [TableName("public", "notes")]
+    assert set(plan.core) == {TableName("public", "users"), TableName("Odd Schema", "Mixed Case")}
+    assert any("gone" in c and "not in the source" in c for c in changes)
+    path = plan.save(tmp_path / "plan.yaml")
+    assert RoutingPlan.load(path) == plan
+
+
+def test_asset_names_are_unique_and_dagster_safe() -> None:
+    names = {
+        TableName("Analytics", "Daily P&L").asset_name,
+        TableName("analytics", "daily_p_l").asset_name,
+        TableName("public", "order").asset_name,
+        TableName("public", "Order").asset_name,
+    }
+    assert len(names) == 4
+    assert all(n.replace("_", "").isalnum() for n in names)
+
+
+def test_core_with_vector_is_refused_before_anything_is_written(databases: Databases) -> None:
+    with connection(databases.core, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+    with pytest.raises(GuardError, match="already has the vector extension") as info:
+        preflight(databases.source, {"core": databases.core, "ai": databases.ai})
+    assert databases.core.password not in str(info.value)
+
+
+def test_target_with_foreign_tables_is_refused_unless_replacing(databases: Databases) -> None:
+    with connection(databases.ai, autocommit=True) as conn:
+        conn.execute("CREATE TABLE someone_elses (id int)")
+    with pytest.raises(GuardError, match="did not create.*someone_elses"):
+        preflight(databases.source, {"core": databases.core, "ai": databases.ai})
+    states = preflight(databases.source, {"ai": databases.ai}, replace_existing=True)
+    assert states["ai"].tables == [TableName("public", "someone_elses")]
+
+
+def test_target_marked_by_dual_db_is_accepted_and_reset(databases: Databases) -> None:
+    with connection(databases.core, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ours (id int)")
+        write_marker(conn, "core", "sigmasight")
+    states = preflight(databases.source, {"core": databases.core})
+    assert states["core"].created_by_dual_db
+    # ... but the same database offered as the AI target is not AI's
+    with pytest.raises(GuardError, match="marked as dual-db's core target"):
+        preflight(databases.source, {"ai": databases.core})
+    reset_target(databases.core, ["public"])
+    with connection(databases.core) as conn:
+        assert conn.execute("SELECT to_regclass('public.ours')").fetchone() == (None,)
+
+
+def test_same_database_twice_is_refused(databases: Databases) -> None:
+    with pytest.raises(GuardError, match="same database as the source"):
+        preflight(databases.source, {"core": databases.source})
+    with pytest.raises(GuardError, match="same database as the core"):
+        preflight(databases.source, {"core": databases.core, "ai": databases.core})
+
+
+def test_ai_server_without_pgvector_is_refused(databases: Databases) -> None:
+    from dual_db.preflight import TargetState, check_target
+
+    state = TargetState("ai", databases.ai, [], None, None, None, ("x",))
+    with pytest.raises(GuardError, match="pgvector is not available"):
+        check_target(state, replace_existing=False)
+
+
+def test_unreachable_server_is_named_by_masked_url(databases: Databases) -> None:
+    from dataclasses import replace
+
+    from dual_db.db.connect import DatabaseUnreachable
+
+    dead = replace(databases.core, port=1)
+    with pytest.raises(DatabaseUnreachable) as info:
+        preflight(databases.source, {"core": dead})
+    assert "127.0.0.1:1" in str(info.value) and (dead.password or "?") not in str(info.value)
