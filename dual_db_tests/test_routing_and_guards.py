@@ -49,7 +49,8 @@ def test_discover_routes_vector_tables_to_ai_and_keeps_existing_choices(
     with connection(databases.source, autocommit=True) as conn:
         conn.execute(
             'CREATE EXTENSION vector; CREATE SCHEMA "Odd Schema";'
-            "CREATE TABLE users (id int); CREATE TABLE notes (id int); CREATE TABLE embeddings (e halfvec(4));"
+            "CREATE TABLE users (id int); CREATE TABLE notes (id int);"
+            "CREATE TABLE embeddings (e halfvec(4));"
             'CREATE TABLE "Odd Schema"."Mixed Case" (id int)'
         )
     existing = RoutingPlan(
@@ -87,7 +88,7 @@ def test_core_with_vector_is_refused_before_anything_is_written(databases: Datab
 def test_target_with_foreign_tables_is_refused_unless_replacing(databases: Databases) -> None:
     with connection(databases.ai, autocommit=True) as conn:
         conn.execute("CREATE TABLE someone_elses (id int)")
-    with pytest.raises(GuardError, match="did not create.*someone_elses"):
+    with pytest.raises(GuardError, match=r"did not create.*someone_elses"):
         preflight(databases.source, {"core": databases.core, "ai": databases.ai})
     states = preflight(databases.source, {"ai": databases.ai}, replace_existing=True)
     assert states["ai"].tables == [TableName("public", "someone_elses")]
