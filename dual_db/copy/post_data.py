@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from pglast import ast, enums
+from pglast import ast
 from psycopg import sql
 
 from dual_db.db.connect import connect, connection
@@ -30,7 +30,8 @@ from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 from dual_db.schema.statements import Statement, statements_of
 
-VECTOR_ACCESS_METHODS = ("hnsw", "ivfflat")
+# The order post-data parts are applied in (the schema split's `PostData` parts).
+POST_DATA_ORDER = ("indexes", "foreign_keys", "vector_indexes", "triggers_and_other")
 _ALREADY_THERE = (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateObject)
 
 
@@ -76,30 +77,12 @@ def _relation_of(node: ast.Node) -> TableName | None:
     return TableName(relation.schemaname or "public", relation.relname)
 
 
-def classify(statement: Statement) -> str:
-    """'setting', 'index', 'foreign_key', 'vector_index' or 'other'."""
+def is_setting(statement: Statement) -> bool:
+    """pg_dump's session settings (SET ..., SELECT pg_catalog.set_config(...)): every session needs them."""
     node = statement.node
-    if isinstance(node, ast.VariableSetStmt) or (
+    return isinstance(node, ast.VariableSetStmt) or (
         isinstance(node, ast.SelectStmt) and "set_config" in statement.text
-    ):
-        return "setting"
-    if isinstance(node, ast.IndexStmt):
-        return "vector_index" if (node.accessMethod or "").lower() in VECTOR_ACCESS_METHODS else "index"
-    if isinstance(node, ast.AlterTableStmt):
-        contypes = {
-            cmd.def_.contype
-            for cmd in node.cmds or ()
-            if isinstance(cmd, ast.AlterTableCmd) and isinstance(cmd.def_, ast.Constraint)
-        }
-        if enums.ConstrType.CONSTR_FOREIGN in contypes:
-            return "foreign_key"
-        if contypes & {
-            enums.ConstrType.CONSTR_PRIMARY,
-            enums.ConstrType.CONSTR_UNIQUE,
-            enums.ConstrType.CONSTR_EXCLUSION,
-        }:
-            return "index"
-    return "other"
+    )
 
 
 def _execute(conn: psycopg.Connection, statement: Statement, report: PostDataReport) -> None:
@@ -188,23 +171,26 @@ def _parse_memory(text: str) -> int:
 
 def build_post_data(
     url: DatabaseUrl,
-    post_data_sql: str,
+    parts: Mapping[str, str],
     *,
     max_index_memory: str = "1GB",
     workers: int = 2,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> PostDataReport:
+    """Apply post-data `parts` (scripts keyed 'indexes', 'foreign_keys', 'vector_indexes',
+    'triggers_and_other', as the schema split produces them) in that order, then ANALYZE."""
     started = time.monotonic()
     report = PostDataReport()
-    statements = statements_of(post_data_sql)
-    by_kind: dict[str, list[Statement]] = defaultdict(list)
-    for statement in statements:
-        by_kind[classify(statement)].append(statement)
-    settings = by_kind["setting"]
+    parsed = {name: statements_of(parts.get(name, "")) for name in POST_DATA_ORDER}
+    # Each part carries pg_dump's SET lines; every session replays the first part's.
+    settings = next(
+        ([st for st in sts if is_setting(st)] for sts in parsed.values() if any(map(is_setting, sts))), []
+    )
+    body = {name: [st for st in sts if not is_setting(st)] for name, sts in parsed.items()}
 
     # 1. indexes and PK/unique constraints: one group per table, largest tables first.
     per_table: dict[TableName | None, list[Statement]] = defaultdict(list)
-    for statement in by_kind["index"]:
+    for statement in body["indexes"]:
         per_table[_relation_of(statement.node)].append(statement)
     with connection(url, autocommit=True) as conn:
         sizes = {t: _table_size(conn, t) for t in per_table if t is not None}
@@ -212,17 +198,17 @@ def build_post_data(
     phase = time.monotonic()
     _run_grouped(url, [g for _, g in groups], settings, workers, report)
     report.index_seconds = time.monotonic() - phase
-    log(f"indexes and keys: {len(by_kind['index'])} statements in {report.index_seconds:.1f}s")
+    log(f"indexes and keys: {len(body['indexes'])} statements in {report.index_seconds:.1f}s")
 
     # 2. foreign keys, one connection: two validations locking the same tables would only queue.
     phase = time.monotonic()
-    _run_grouped(url, [by_kind["foreign_key"]], settings, 1, report)
+    _run_grouped(url, [body["foreign_keys"]], settings, 1, report)
     report.foreign_key_seconds = time.monotonic() - phase
 
     # 3. vector indexes, one at a time with all the memory and workers we may use.
     max_bytes = _parse_memory(max_index_memory)
     parallel = max(1, min(7, (os.cpu_count() or 2) - 1))
-    for statement in by_kind["vector_index"]:
+    for statement in body["vector_indexes"]:
         conn = _session(url, settings, max_parallel_maintenance_workers=str(parallel))
         try:
             memory = _memory_setting(conn, statement, max_bytes)
@@ -243,9 +229,9 @@ def build_post_data(
         finally:
             conn.close()
 
-    # 4. the rest, in dump order.
+    # 4. the rest (triggers, rules, policies...), in dump order.
     phase = time.monotonic()
-    _run_grouped(url, [by_kind["other"]], settings, 1, report)
+    _run_grouped(url, [body["triggers_and_other"]], settings, 1, report)
     report.other_seconds = time.monotonic() - phase
 
     phase = time.monotonic()

@@ -1,7 +1,5 @@
 """Dagster resources: one per database, the run's source snapshot, and migration settings."""
 
-from __future__ import annotations
-
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager

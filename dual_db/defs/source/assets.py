@@ -1,7 +1,5 @@
 """Source assets: the rollback backup and the schema dump, both read from the run's one snapshot."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +50,7 @@ def full_backup(
 ) -> dg.MaterializeResult:
     bin_dir = _pg_bin_dir(source, settings)
     exported = snapshot.get()
-    out_dir = run_dir(settings, context.run_id) / "full_backup"
+    out_dir = run_dir(settings, context.run.run_id) / "full_backup"
     result = dump_full_backup(
         source.database_url(),
         out_dir,
@@ -105,7 +103,7 @@ def schema_dump(
     bin_dir = _pg_bin_dir(source, settings)
     exported = snapshot.get()
     sections = dump_schema_sections(source.database_url(), bin_dir=bin_dir, snapshot=exported.snapshot_id)
-    out_dir = run_dir(settings, context.run_id) / "schema"
+    out_dir = run_dir(settings, context.run.run_id) / "schema"
     out_dir.mkdir(parents=True, exist_ok=True)
     pre_path, post_path = out_dir / "pre_data.sql", out_dir / "post_data.sql"
     pre_path.write_text(sections.pre_data)

@@ -1,7 +1,5 @@
 """The asset chain every target database gets: schema → one asset per table → post-data."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from dual_db.defs.targets.schema import build_post_data_asset, build_schema_asset

@@ -5,22 +5,20 @@ applied before its tables are copied, its post-data (indexes, constraints, trigg
 building an index once over loaded rows is far cheaper than maintaining it row by row.
 """
 
-from __future__ import annotations
-
 import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from dual_db.copy.engine import align_all_sequences
+from dual_db.copy.post_data import build_post_data
 from dual_db.db.connect import connection, server_version_num
 from dual_db.defs.constants import POST_DATA_ASSETS, SCHEMA_ASSETS, SOURCE_SCHEMA_DUMP, table_key
 from dual_db.preflight import preflight, reset_target, write_marker
 from dual_db.routing import RoutingPlan
 from dual_db.schema.apply import apply_sql
-from dual_db.schema.split import SchemaSplit, split_schema
-from dual_db.copy.engine import align_all_sequences
-from dual_db.copy.post_data import build_post_data
+from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
 
 
 def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
@@ -38,8 +36,8 @@ def _split_for(context: dg.AssetExecutionContext, core_version: int, ai_version:
         Path(dump["pre_data_path"]).read_text(),
         Path(dump["post_data_path"]).read_text(),
         set(plan.ai),
-        core_target_version=core_version,
-        ai_target_version=ai_version,
+        core_major=core_version,
+        ai_major=ai_version,
     )
 
 
@@ -63,11 +61,19 @@ def build_schema_asset(target: str) -> dg.AssetsDefinition:
         with connection(url, autocommit=True) as conn:
             target_version = server_version_num(conn) // 10000
         split = _split_for(context, target_version, target_version)
-        pre, post = (split.core_pre, split.core_post) if target == "core" else (split.ai_pre, split.ai_post)
-        out_dir = Path(settings.dumps_path()) / context.run_id / target
+        pre, post = (
+            (split.core_pre, split.core_post_parts)
+            if target == "core"
+            else (
+                split.ai_pre,
+                split.ai_post_parts,
+            )
+        )
+        out_dir = Path(settings.dumps_path()) / context.run.run_id / target
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "pre_data.sql").write_text(pre)
-        (out_dir / "post_data.sql").write_text(post)
+        for part, text in post.in_order():
+            (out_dir / f"post_data_{part}.sql").write_text(text)
         if state.tables:
             context.log.info(f"replacing {len(state.tables)} table(s) in {target_db.masked_url}")
             reset_target(url, sorted({t.schema for t in state.tables} | {"public"}))
@@ -83,8 +89,19 @@ def build_schema_asset(target: str) -> dg.AssetsDefinition:
             "statements": applied,
             "seconds": round(time.monotonic() - started, 3),
             "pre_data_path": dg.MetadataValue.path(str(out_dir / "pre_data.sql")),
-            "post_data_path": dg.MetadataValue.path(str(out_dir / "post_data.sql")),
-            "soft_references": dg.MetadataValue.json([ref.as_dict() for ref in split.soft_references]),
+            "post_data_dir": dg.MetadataValue.path(str(out_dir)),
+            "soft_references": dg.MetadataValue.json(
+                [
+                    {
+                        "constraint": ref.constraint,
+                        "from": f"{ref.from_table}({', '.join(ref.from_columns)})",
+                        "to": f"{ref.to_table}({', '.join(ref.to_columns)})",
+                        "from_database": ref.from_database,
+                    }
+                    for ref in split.soft_references
+                ]
+            ),
+            "notes": dg.MetadataValue.json(split.notes),
         }
         if target == "core":
             metadata["removed_from_core"] = dg.MetadataValue.md(
@@ -115,10 +132,10 @@ def build_post_data_asset(target: str, table_asset_names: list[str]) -> dg.Asset
         source, settings = context.resources.source, context.resources.settings
         target_db = getattr(context.resources, target)
         schema_meta = latest_metadata(context, SCHEMA_ASSETS[target])
-        post_sql = Path(schema_meta["post_data_path"]).read_text()
+        post_dir = Path(schema_meta["post_data_dir"])
         report = build_post_data(
             target_db.database_url(),
-            post_sql,
+            {part: (post_dir / f"post_data_{part}.sql").read_text() for part in POST_PARTS},
             max_index_memory=settings.max_index_memory,
             workers=settings.copy_workers,
             log=context.log.info,

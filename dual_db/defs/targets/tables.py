@@ -5,8 +5,6 @@ Materializing copies the selected tables from the run's source snapshot and chec
 target as it is now against the source fingerprint recorded at the copy's snapshot.
 """
 
-from __future__ import annotations
-
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -74,7 +72,7 @@ def _run_copy_in_background(**kwargs: Any) -> Iterator[TableCopyResult | CopyRun
     def run() -> None:
         try:
             results.put(copy_tables(on_result=results.put, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the step's thread
+        except BaseException as exc:
             results.put(exc)
 
     thread = threading.Thread(target=run, name="dual-db-copy-run", daemon=True)
