@@ -80,13 +80,18 @@ def cmd_demo_source(args: argparse.Namespace) -> int:
     url = _source_url()
     started = time.monotonic()
     try:
-        summary = build_demo_source(url, scale=args.scale, seed=args.seed, reset=args.reset)
-    except DemoSourceExists as exc:
+        summary = build_demo_source(
+            url,
+            scale=args.scale,
+            seed=args.seed,
+            reset=args.reset,
+            progress=lambda line: print(line, flush=True),
+        )
+    except (DemoSourceExists, ValueError) as exc:
         print(f"dual-db: {exc}", file=sys.stderr)
         return 2
-    rows = sum(summary.rows.values())
     print(
-        f"built demo source in {url.masked()}: {len(summary.rows)} tables, {rows} rows, "
+        f"built demo source in {url.masked()}: {len(summary.row_counts)} tables, {summary.total_rows} rows, "
         f"{summary.total_bytes / 1e6:.1f} MB in {time.monotonic() - started:.1f}s"
     )
     return 0
