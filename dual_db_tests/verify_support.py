@@ -7,15 +7,17 @@ database; the real copy engine is tested on its own.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import cached_property
 
 import psycopg
 from psycopg import sql
 
 from dual_db.db.connect import connect
 from dual_db.db.urls import DatabaseUrl
+from dual_db.embedded import EmbeddedCluster, EmbeddedServer
 
 VERIFIER = "verifier"
 # Generated per test session: the role only exists on the throwaway embedded test servers.
@@ -83,3 +85,26 @@ def session(url: DatabaseUrl, *, autocommit: bool = True) -> Iterator[psycopg.Co
         yield conn
     finally:
         conn.close()
+
+
+class LazyDatabases:
+    """Like the `databases` fixture (source/core/ai on their own servers), but each database is only
+    created when a test first uses it: most tests need two of the three."""
+
+    def __init__(
+        self, servers: EmbeddedCluster, new_database: Callable[[EmbeddedServer], DatabaseUrl]
+    ) -> None:
+        self._servers = servers
+        self._new_database = new_database
+
+    @cached_property
+    def source(self) -> DatabaseUrl:
+        return self._new_database(self._servers["source"])
+
+    @cached_property
+    def core(self) -> DatabaseUrl:
+        return self._new_database(self._servers["core"])
+
+    @cached_property
+    def ai(self) -> DatabaseUrl:
+        return self._new_database(self._servers["ai"])
