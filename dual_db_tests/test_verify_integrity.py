@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 
@@ -207,10 +208,13 @@ def test_soft_references_count_orphans_as_warnings_unless_strict(dbs: LazyDataba
 
 def test_soft_references_report_a_table_on_neither_database(dbs: LazyDatabases) -> None:
     run(dbs.core, CORE_REFS)
-    run(dbs.ai, AI_REFS + "DROP TABLE ai_memories;")
+    run(dbs.ai, AI_REFS)
+    run(dbs.ai, "DROP TABLE ai_memories")
     outcome = _soft(dbs)
     assert not outcome.passed
-    assert any("memory_user" in f and "ai_memories is on neither database" in f for f in outcome.failures)
+    assert any(
+        "memory_user" in f and "ai_memories is not on the expected database" in f for f in outcome.failures
+    )
 
 
 # ---- sequences_aligned --------------------------------------------------------------------------
@@ -291,3 +295,31 @@ def test_source_drift_lists_tables_written_since_the_snapshot(dbs: LazyDatabases
     assert "late: created since the snapshot" in drift.failures
     assert not any(f.startswith("positions") for f in drift.failures)  # same content rewritten
     assert drift.metadata["new_tables"] == ["public.late"]
+
+
+def test_soft_references_accept_the_schema_splits_reference_objects(dbs: LazyDatabases) -> None:
+    """Duck-typed: named by `constraint` and saying which database it starts on (`from_database`)."""
+
+    @dataclass(frozen=True)
+    class SplitReference:
+        constraint: str
+        from_table: TableName
+        from_columns: tuple[str, ...]
+        to_table: TableName
+        to_columns: tuple[str, ...]
+        from_database: str
+        definition: str
+
+    run(dbs.core, CORE_REFS)
+    run(dbs.ai, AI_REFS)
+    run(dbs.ai, "INSERT INTO ai_memories VALUES (5000, gen_random_uuid())")
+    ref = SplitReference(
+        "ai_memories_user_id_fkey", TableName.parse("ai_memories"), ("user_id",), TableName.parse("users"),
+        ("id",), "ai", "FOREIGN KEY (user_id) REFERENCES users(id)",
+    )  # fmt: skip
+    with session(dbs.ai) as ai, session(dbs.core) as core:
+        outcome = _json(soft_references(ai, core, [ref]))
+    assert outcome.passed and outcome.metadata["orphan_rows"] == 1
+    assert outcome.warnings[0].startswith(
+        "ai_memories_user_id_fkey: ai_memories(user_id) -> users(id): 1 orphan row"
+    )

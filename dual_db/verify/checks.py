@@ -593,11 +593,17 @@ class SoftReference:
 
 
 class _SoftReferenceLike(Protocol):
-    name: str
+    """What `soft_references` reads from a reference. Besides `SoftReference`, this accepts the
+    schema split's `dual_db.schema.split.SoftReference` (named by `constraint`, with `from_database`)."""
+
     from_table: TableName
     from_columns: Sequence[str]
     to_table: TableName
     to_columns: Sequence[str]
+
+
+def _reference_name(ref: _SoftReferenceLike) -> str:
+    return str(getattr(ref, "name", None) or getattr(ref, "constraint", None) or _describe_reference(ref))
 
 
 def _describe_reference(ref: _SoftReferenceLike) -> str:
@@ -712,8 +718,9 @@ def soft_references(
 ) -> CheckOutcome:
     """For each cross-database reference, how many referencing rows point at no row on the other side.
 
-    Each reference's `from_table` is looked up on AI first, then core; `to_table` on core first, then
-    AI. Orphans are warnings (passed=True, severity WARN) unless `strict`. Needs no dblink; it creates a
+    A reference with `from_database` ("ai"/"core") starts there and points into the other database;
+    otherwise `from_table` is looked up on AI first, then core, and `to_table` on core first, then AI.
+    Orphans are warnings (passed=True, severity WARN) unless `strict`. Needs no dblink; it creates a
     temporary table on the referenced (target) database.
     """
     failures: list[str] = []
@@ -721,24 +728,34 @@ def soft_references(
     details: list[JSONValue] = []
     total_orphan_rows = 0
     for ref in references:
-        from_conn = next((c for c in (ai_conn, core_conn) if _relkind(c, ref.from_table) is not None), None)
-        to_conn = next((c for c in (core_conn, ai_conn) if _relkind(c, ref.to_table) is not None), None)
-        label = f"{ref.name}: {_describe_reference(ref)}"
+        name = _reference_name(ref)
+        side = getattr(ref, "from_database", None)
+        if side in ("ai", "core"):
+            # The reference says where it starts: the referenced table is on the other database.
+            from_conn, to_conn = (ai_conn, core_conn) if side == "ai" else (core_conn, ai_conn)
+            from_conn = from_conn if _relkind(from_conn, ref.from_table) is not None else None
+            to_conn = to_conn if _relkind(to_conn, ref.to_table) is not None else None
+        else:
+            from_conn = next(
+                (c for c in (ai_conn, core_conn) if _relkind(c, ref.from_table) is not None), None
+            )
+            to_conn = next((c for c in (core_conn, ai_conn) if _relkind(c, ref.to_table) is not None), None)
+        label = f"{name}: {_describe_reference(ref)}"
         if from_conn is None or to_conn is None:
             missing = ref.from_table if from_conn is None else ref.to_table
-            failures.append(f"{label}: table {missing} is on neither database")
-            details.append({"name": ref.name, "error": f"table {missing} missing"})
+            failures.append(f"{label}: table {missing} is not on the expected database")
+            details.append({"name": name, "error": f"table {missing} missing"})
             continue
         try:
             keys, orphan_keys, orphan_rows, sample = _soft_reference_orphans(from_conn, to_conn, ref)
         except psycopg.Error as exc:
             failures.append(f"{label}: cannot check: {_error_text(exc)}")
-            details.append({"name": ref.name, "error": _error_text(exc)})
+            details.append({"name": name, "error": _error_text(exc)})
             continue
         total_orphan_rows += orphan_rows
         details.append(
             {
-                "name": ref.name,
+                "name": name,
                 "from": f"{ref.from_table}({', '.join(ref.from_columns)})",
                 "to": f"{ref.to_table}({', '.join(ref.to_columns)})",
                 "distinct_keys": keys,
