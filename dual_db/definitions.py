@@ -16,6 +16,7 @@ from dual_db.defs.core.assets import core_assets
 from dual_db.defs.jobs import migrate_job, verify_job
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
 from dual_db.defs.source.assets import full_backup, schema_dump
+from dual_db.defs.source.checks import routing_complete
 from dual_db.routing import RoutingPlan
 
 
@@ -31,6 +32,7 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
     source = SourceDatabase(url=_source_url_env())
     return dg.Definitions(
         assets=[full_backup, schema_dump, *core_assets(plan), *ai_assets(plan)],
+        asset_checks=[routing_complete],
         jobs=[migrate_job, verify_job],
         resources={
             "source": source,

@@ -206,3 +206,69 @@ def test_guard_failure_writes_nothing(environment: Databases) -> None:
             assert conn.execute(
                 "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
             ).fetchone() == (0,)
+
+
+def test_cli_job_execute_then_verify_then_one_table(
+    environment: Databases,
+    servers,
+    new_database,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The README's commands, as a user runs them: a persistent PostgreSQL instance, `.env` in cwd."""
+    import os
+    import subprocess
+    import sys
+
+    instance_url = new_database(servers["core"])
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    # The URLs come from .env in the working directory, as `dual-db up` writes them.
+    (tmp_path / ".env").write_text(
+        f"SOURCE_DATABASE_URL={environment.source.uri()}\nCORE_DATABASE_URL={environment.core.uri()}\n"
+        f"AI_DATABASE_URL={environment.ai.uri()}\nDAGSTER_POSTGRES_URL={instance_url.sqlalchemy_url()}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
+    env["DAGSTER_HOME"] = str(home)
+    dagster = str(Path(sys.executable).parent / "dagster")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [dagster, *args, "-m", "dual_db.definitions"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    migrate = run("job", "execute", "-j", "migrate")
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    verify = run("job", "execute", "-j", "verify")
+    assert verify.returncode == 0, verify.stderr[-3000:]
+    one = run("asset", "materialize", "--select", "core/positions")
+    assert one.returncode == 0, one.stderr[-3000:]
+    output = migrate.stderr + migrate.stdout + verify.stderr + one.stderr
+    for secret in (environment.source.password, environment.core.password, environment.ai.password):
+        assert secret and secret not in output
+
+    os.environ["DAGSTER_POSTGRES_URL"] = instance_url.sqlalchemy_url()
+    try:
+        instance = dg.DagsterInstance.from_config(str(home))
+    finally:
+        del os.environ["DAGSTER_POSTGRES_URL"]
+    with instance:
+        runs = instance.get_runs()
+        assert len(runs) == 3 and all(r.is_success for r in runs)
+        verify_run = next(r for r in runs if r.job_name == "verify")
+        checks = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(verify_run.run_id)
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ]
+        assert len(checks) >= 2 * 9 and all(c.passed for c in checks)
+        materialized = [
+            e
+            for e in instance.all_logs(verify_run.run_id)
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+        ]
+        assert materialized == []  # verify checks; it copies nothing

@@ -13,6 +13,7 @@ migrate_job = dg.define_asset_job(
 
 verify_job = dg.define_asset_job(
     VERIFY_JOB,
+    # Checks alone: the table multi-assets run in check-only mode, copying nothing.
     selection=dg.AssetSelection.all_asset_checks(),
     description="Re-run every asset check against the targets as they are now.",
 )

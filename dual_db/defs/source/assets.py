@@ -1,17 +1,13 @@
 """Source assets: the rollback backup and the schema dump, both read from the run's one snapshot."""
 
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
-from dual_db.copy.snapshot import snapshot_session
-from dual_db.db.catalog import list_tables
 from dual_db.db.connect import server_version_num
-from dual_db.defs.constants import ROUTING_COMPLETE, SOURCE_FULL_BACKUP, SOURCE_POOL, SOURCE_SCHEMA_DUMP
+from dual_db.defs.constants import SOURCE_FULL_BACKUP, SOURCE_POOL, SOURCE_SCHEMA_DUMP
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
 from dual_db.preflight import preflight
-from dual_db.routing import RoutingPlan, plan_path
 from dual_db.schema.dump import (
     check_pg_dump_compatible,
     dump_full_backup,
@@ -76,14 +72,6 @@ def full_backup(
     group_name="source",
     kinds={"postgres"},
     pool=SOURCE_POOL,
-    check_specs=[
-        dg.AssetCheckSpec(
-            ROUTING_COMPLETE,
-            asset=SOURCE_SCHEMA_DUMP,
-            blocking=True,
-            description="Every source table is routed exactly once by the routing plan.",
-        )
-    ],
     description="Schema-only dump of the source, split into pre-data and post-data sections. "
     "Checks every server first: nothing is written anywhere unless all guards pass.",
 )
@@ -108,38 +96,11 @@ def schema_dump(
     pre_path, post_path = out_dir / "pre_data.sql", out_dir / "post_data.sql"
     pre_path.write_text(sections.pre_data)
     post_path.write_text(sections.post_data)
-
-    with snapshot_session(source.database_url(), exported.snapshot_id) as conn:
-        source_tables = [info.table for info in list_tables(conn)]
-    plan = RoutingPlan.load()
-    problems = plan.problems(source_tables)
-    routing_metadata: dict[str, Any] = {
-        "plan_file": str(plan_path()),
-        "source_tables": len(source_tables),
-        "core_tables": len(plan.core),
-        "ai_tables": len(plan.ai),
-        "excluded_tables": len(plan.exclude),
-        "problems": dg.MetadataValue.json(problems),
-    }
     return dg.MaterializeResult(
         metadata={
             "pre_data_path": dg.MetadataValue.path(str(pre_path)),
             "post_data_path": dg.MetadataValue.path(str(post_path)),
             "pg_dump_version": sections.pg_dump_version,
-            "source_tables": dg.MetadataValue.int(len(source_tables)),
             **exported.as_metadata(),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=ROUTING_COMPLETE,
-                passed=not problems,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=(
-                    f"all {len(source_tables)} source tables routed exactly once"
-                    if not problems
-                    else f"{len(problems)} routing problem(s): " + "; ".join(problems[:10])
-                ),
-                metadata=routing_metadata,
-            )
-        ],
     )

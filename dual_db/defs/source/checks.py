@@ -1,0 +1,39 @@
+"""Source checks: the routing plan covers the source exactly."""
+
+import dagster as dg
+
+from dual_db.db.catalog import list_tables
+from dual_db.defs.constants import ROUTING_COMPLETE, SOURCE_SCHEMA_DUMP
+from dual_db.defs.resources import SourceDatabase
+from dual_db.routing import RoutingPlan, plan_path
+
+
+@dg.asset_check(
+    asset=SOURCE_SCHEMA_DUMP,
+    name=ROUTING_COMPLETE,
+    blocking=True,
+    description="Every source table is routed exactly once by the routing plan: a table missing from "
+    "the plan, a planned table missing from the source, or a table routed twice fails it by name.",
+)
+def routing_complete(source: SourceDatabase) -> dg.AssetCheckResult:
+    with source.get_connection() as conn:
+        source_tables = [info.table for info in list_tables(conn)]
+    plan = RoutingPlan.load()
+    problems = plan.problems(source_tables)
+    return dg.AssetCheckResult(
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"all {len(source_tables)} source tables routed exactly once"
+            if not problems
+            else f"{len(problems)} routing problem(s): " + "; ".join(problems[:10])
+        ),
+        metadata={
+            "plan_file": str(plan_path()),
+            "source_tables": len(source_tables),
+            "core_tables": len(plan.core),
+            "ai_tables": len(plan.ai),
+            "excluded_tables": len(plan.exclude),
+            "problems": dg.MetadataValue.json(problems),
+        },
+    )
