@@ -31,7 +31,7 @@ status: install
 	$(BIN)/dual-db status
 
 demo-source: up
-	$(BIN)/dual-db demo-source --scale $(SCALE)
+	$(BIN)/dual-db demo-source --scale $(SCALE) --reset
 
 demo: demo-source
 	$(BIN)/dagster job execute -m dual_db.definitions -j migrate

@@ -17,6 +17,8 @@ from dual_db.defs.jobs import migrate_job, verify_job
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
 from dual_db.defs.source.assets import full_backup, schema_dump
 from dual_db.defs.source.checks import routing_complete
+from dual_db.defs.verification.assets import build_verification_report
+from dual_db.defs.verification.checks import verification_checks
 from dual_db.routing import RoutingPlan
 
 
@@ -31,8 +33,14 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
     plan = plan or RoutingPlan.load()
     source = SourceDatabase(url=_source_url_env())
     return dg.Definitions(
-        assets=[full_backup, schema_dump, *core_assets(plan), *ai_assets(plan)],
-        asset_checks=[routing_complete],
+        assets=[
+            full_backup,
+            schema_dump,
+            *core_assets(plan),
+            *ai_assets(plan),
+            build_verification_report(plan),
+        ],
+        asset_checks=[routing_complete, *verification_checks(plan)],
         jobs=[migrate_job, verify_job],
         resources={
             "source": source,

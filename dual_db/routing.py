@@ -5,6 +5,8 @@ The plan is a YAML file (default `routing_plan.yaml` at the repository root, or 
     ai: [ai_kb_documents, ai_memories, ai_feedback]
     core: [users, portfolios, ...]
     exclude: []          # tables deliberately left behind (they fail nothing, but are listed)
+    soft_references:     # references between the two databases that no foreign key can enforce
+      - {from: ai_feedback, columns: [message_id], to: agent_messages, to_columns: [id]}
 
 Dagster's asset definitions are built from this file when the code location loads, without touching a
 database. `dual-db plan --discover` reads the live source catalog and writes the file.
@@ -23,6 +25,7 @@ import yaml
 
 from dual_db.db.catalog import list_tables, table_columns
 from dual_db.db.names import TableName
+from dual_db.verify.checks import SoftReference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAN_FILE_ENV = "DUAL_DB_PLAN_FILE"
@@ -45,6 +48,7 @@ class RoutingPlan:
     core: list[TableName] = field(default_factory=list)
     ai: list[TableName] = field(default_factory=list)
     exclude: list[TableName] = field(default_factory=list)
+    soft_references: list[SoftReference] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path | None = None) -> RoutingPlan:
@@ -59,7 +63,7 @@ class RoutingPlan:
             raise RoutingPlanError(f"routing plan {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise RoutingPlanError(f"routing plan {path}: expected a mapping with 'core' and 'ai' lists")
-        unknown = set(data) - {"core", "ai", "exclude"}
+        unknown = set(data) - {"core", "ai", "exclude", "soft_references"}
         if unknown:
             raise RoutingPlanError(f"routing plan {path}: unknown key(s) {sorted(unknown)}")
 
@@ -72,7 +76,12 @@ class RoutingPlan:
             except ValueError as exc:
                 raise RoutingPlanError(f"routing plan {path}: {exc}") from None
 
-        return cls(core=names("core"), ai=names("ai"), exclude=names("exclude"))
+        return cls(
+            core=names("core"),
+            ai=names("ai"),
+            exclude=names("exclude"),
+            soft_references=_soft_references(path, data.get("soft_references") or []),
+        )
 
     def save(self, path: Path | None = None) -> Path:
         path = path or plan_path()
@@ -80,12 +89,24 @@ class RoutingPlan:
             "# dual-db routing plan: every source table is listed exactly once.\n"
             "# ai: tables that move to the AI database (pgvector); core: the core database;\n"
             "# exclude: tables deliberately left behind. Rewrite with `dual-db plan --discover`.\n"
+            "# soft_references: references between the two databases that no foreign key can enforce;\n"
+            "# the foreign_keys_valid check counts their orphans.\n"
         )
         body = {
             "ai": [t.display for t in self.ai],
             "core": [t.display for t in self.core],
             "exclude": [t.display for t in self.exclude],
         }
+        if self.soft_references:
+            body["soft_references"] = [
+                {
+                    "from": ref.from_table.display,
+                    "columns": list(ref.from_columns),
+                    "to": ref.to_table.display,
+                    "to_columns": list(ref.to_columns),
+                }
+                for ref in self.soft_references
+            ]
         path.write_text(header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
         return path
 
@@ -116,6 +137,32 @@ class RoutingPlan:
         return problems
 
 
+def _soft_references(path: Path, items: object) -> list[SoftReference]:
+    if not isinstance(items, list):
+        raise RoutingPlanError(f"routing plan {path}: 'soft_references' must be a list")
+    result = []
+    for item in items:
+        keys = {"from", "columns", "to", "to_columns"}
+        if not isinstance(item, dict) or set(item) != keys:
+            raise RoutingPlanError(
+                f"routing plan {path}: each soft reference needs exactly {sorted(keys)}, got {item!r}"
+            )
+        try:
+            from_table, to_table = TableName.parse(item["from"]), TableName.parse(item["to"])
+            columns, to_columns = ", ".join(item["columns"]), ", ".join(item["to_columns"])
+            ref = SoftReference(
+                name=f"{from_table}({columns}) -> {to_table}({to_columns})",
+                from_table=from_table,
+                from_columns=tuple(item["columns"]),
+                to_table=to_table,
+                to_columns=tuple(item["to_columns"]),
+            )
+        except (ValueError, TypeError) as exc:
+            raise RoutingPlanError(f"routing plan {path}: soft reference {item!r}: {exc}") from None
+        result.append(ref)
+    return result
+
+
 def discover(conn: psycopg.Connection, existing: RoutingPlan | None = None) -> tuple[RoutingPlan, list[str]]:
     """A plan for the live source: existing routing kept, new tables routed, vanished ones dropped.
 
@@ -124,7 +171,7 @@ def discover(conn: psycopg.Connection, existing: RoutingPlan | None = None) -> t
     """
     existing = existing or RoutingPlan()
     source_tables = [info.table for info in list_tables(conn)]
-    plan = RoutingPlan()
+    plan = RoutingPlan(soft_references=list(existing.soft_references))
     changes: list[str] = []
     for table in source_tables:
         previous = existing.target_of(table)

@@ -70,7 +70,12 @@ def environment(databases: Databases, tmp_path: Path, monkeypatch: pytest.Monkey
         conn.execute(SOURCE_SQL)  # type: ignore[arg-type]
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(
-        "core:\n" + "".join(f"  - '{t}'\n" for t in CORE) + "ai:\n" + "".join(f"  - {t}\n" for t in AI)
+        "core:\n"
+        + "".join(f"  - '{t}'\n" for t in CORE)
+        + "ai:\n"
+        + "".join(f"  - {t}\n" for t in AI)
+        + "soft_references:\n"
+        + "  - {from: ai_feedback, columns: [message_id], to: agent_messages, to_columns: [id]}\n"
     )
     monkeypatch.setenv("DUAL_DB_PLAN_FILE", str(plan_file))
     monkeypatch.setenv("SOURCE_DATABASE_URL", databases.source.uri())
@@ -104,6 +109,16 @@ def test_migrate_end_to_end(environment: Databases) -> None:
         checked = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
         assert ("core/positions", "checksum_parity") in checked
         assert ("ai/ai_kb_documents", "count_parity") in checked
+        for check in ("core_extension_rules", "schema_parity", "foreign_keys_valid", "sequences_aligned"):
+            assert ("core/post_data", check) in checked
+        for check in ("ai_extension_rules", "schema_parity", "foreign_keys_valid", "sequences_aligned"):
+            assert ("ai/vector_indexes", check) in checked
+        report = instance.get_latest_materialization_event(dg.AssetKey("verification_report"))
+        assert report is not None and report.asset_materialization is not None
+        report_meta = report.asset_materialization.metadata
+        assert report_meta["summary"].value == "9/9 tables identical, 0 rows missing"
+        assert "ai_kb_documents" in report_meta["report"].value
+        assert Path(report_meta["json_path"].value).exists()
 
         with connection(dbs.core) as conn:
             assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone() == (
@@ -271,4 +286,7 @@ def test_cli_job_execute_then_verify_then_one_table(
             for e in instance.all_logs(verify_run.run_id)
             if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
         ]
-        assert materialized == []  # verify checks; it copies nothing
+        # verify checks and reports; it copies nothing
+        assert [e.dagster_event.asset_key.to_user_string() for e in materialized] == ["verification_report"]
+        report = materialized[0].dagster_event.event_specific_data.materialization.metadata
+        assert report["summary"].value == "9/9 tables identical, 0 rows missing"

@@ -148,8 +148,9 @@ def build_post_data_asset(target: str, table_asset_names: list[str]) -> dg.Asset
         return dg.MaterializeResult(
             metadata={
                 **report.as_metadata(),
-                "sequences_aligned": dg.MetadataValue.json(
-                    {s.sequence.qualified: s.last_value for s in sequences}
+                # [last_value, is_called] per sequence: what sequences_aligned holds the target to.
+                "sequences": dg.MetadataValue.json(
+                    {s.sequence.qualified: [s.last_value, s.is_called] for s in sequences}
                 ),
             }
         )

@@ -1,0 +1,209 @@
+"""Database-level asset checks: extension rules, schema parity, foreign keys, sequences, source drift.
+
+Each is a thin wrapper: open the connections, call the verification engine (`dual_db.verify.checks`),
+turn its `CheckOutcome` into an `AssetCheckResult`. The per-table checks (count_parity,
+checksum_parity) live with the table assets, which compute them as each table lands.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from dual_db.db.names import TableName
+from dual_db.defs.constants import (
+    AI_EXTENSION_RULES,
+    CORE_EXTENSION_RULES,
+    FOREIGN_KEYS_VALID,
+    POST_DATA_ASSETS,
+    SCHEMA_PARITY,
+    SEQUENCES_ALIGNED,
+    SOURCE_DRIFT,
+    SOURCE_SCHEMA_DUMP,
+    table_key,
+)
+from dual_db.defs.resources import SourceDatabase
+from dual_db.routing import TARGETS, RoutingPlan
+from dual_db.verify import checks as verify
+from dual_db.verify.fingerprint import Fingerprint
+from dual_db.verify.outcome import CheckOutcome
+
+# How many failure lines go into a check's description (all of them stay in metadata).
+_DESCRIBED_FAILURES = 10
+
+
+def to_check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
+    severity = dg.AssetCheckSeverity.ERROR if outcome.severity == "ERROR" else dg.AssetCheckSeverity.WARN
+    lines = [
+        outcome.summary,
+        *outcome.failures[:_DESCRIBED_FAILURES],
+        *outcome.warnings[:_DESCRIBED_FAILURES],
+    ]
+    metadata: dict[str, Any] = {
+        key: dg.MetadataValue.json(value) if isinstance(value, list | dict) else value
+        for key, value in outcome.metadata.items()
+        if value is not None
+    }
+    metadata["failures"] = dg.MetadataValue.json(outcome.failures)
+    if outcome.warnings:
+        metadata["warnings"] = dg.MetadataValue.json(outcome.warnings)
+    return dg.AssetCheckResult(
+        passed=outcome.passed, severity=severity, description="\n".join(lines), metadata=metadata
+    )
+
+
+def _latest_metadata(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dict[str, Any] | None:
+    event = context.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return None
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def _not_materialized(check: str, key: dg.AssetKey) -> dg.AssetCheckResult:
+    return to_check_result(
+        CheckOutcome(False, f"{check}: {key.to_user_string()} has not been materialized yet", [])
+    )
+
+
+def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecksDefinition]:
+    """The checks on `core/post_data` or `ai/vector_indexes`: the target database as a whole."""
+    asset = POST_DATA_ASSETS[target]
+    tables = plan.tables(target)
+    other_tables = {t for other in TARGETS if other != target for t in plan.tables(other)}
+    references = [
+        ref
+        for ref in plan.soft_references
+        if ref.from_table in tables or (target == "ai" and ref.to_table in tables)
+    ]
+    resources = {"source", "core", "ai"}
+
+    @dg.asset_check(
+        asset=asset,
+        name=SCHEMA_PARITY,
+        blocking=True,
+        required_resource_keys=resources,
+        description="Columns, keys, constraints, indexes and triggers of every migrated table equal the "
+        "source's, minus what the routing removed.",
+    )
+    def schema_parity(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        with (
+            context.resources.source.get_connection() as source_conn,
+            getattr(context.resources, target).get_connection(autocommit=True) as target_conn,
+        ):
+            return to_check_result(
+                verify.schema_parity(source_conn, target_conn, tables, ignore_foreign_keys_to=other_tables)
+            )
+
+    @dg.asset_check(
+        asset=asset,
+        name=FOREIGN_KEYS_VALID,
+        blocking=True,
+        required_resource_keys=resources,
+        description="Every foreign key is validated with no orphan rows; references to the other database "
+        "(soft references) are reported with their orphan count.",
+    )
+    def foreign_keys_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        with (
+            context.resources.core.get_connection(autocommit=True) as core_conn,
+            context.resources.ai.get_connection(autocommit=True) as ai_conn,
+        ):
+            outcome = verify.foreign_keys_valid(core_conn if target == "core" else ai_conn, tables)
+            if not references:
+                return to_check_result(outcome)
+            soft = verify.soft_references(ai_conn, core_conn, references)
+        return to_check_result(
+            CheckOutcome(
+                passed=outcome.passed and soft.passed,
+                summary=f"{outcome.summary}; {soft.summary}",
+                failures=[*outcome.failures, *soft.failures],
+                warnings=[*outcome.warnings, *soft.warnings],
+                metadata={**outcome.metadata, "soft_references": soft.metadata},
+            )
+        )
+
+    @dg.asset_check(
+        asset=asset,
+        name=SEQUENCES_ALIGNED,
+        blocking=True,
+        required_resource_keys={target},
+        description="Every sequence's next value is beyond the source's at the copy.",
+    )
+    def sequences_aligned(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        metadata = _latest_metadata(context, asset)
+        if metadata is None or "sequences" not in metadata:
+            return _not_materialized(SEQUENCES_ALIGNED, asset)
+        expected = {
+            TableName.parse(name): (int(v[0]), bool(v[1])) for name, v in metadata["sequences"].items()
+        }
+        with getattr(context.resources, target).get_connection(autocommit=True) as conn:
+            return to_check_result(verify.sequences_aligned(expected, conn))
+
+    checks: list[dg.AssetChecksDefinition] = [schema_parity, foreign_keys_valid, sequences_aligned]
+    if target == "core":
+
+        @dg.asset_check(
+            asset=asset,
+            name=CORE_EXTENSION_RULES,
+            blocking=True,
+            required_resource_keys={"core"},
+            description="Core has no vector extension, no pgvector-typed column, no hnsw/ivfflat index.",
+        )
+        def core_extension_rules(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            with context.resources.core.get_connection(autocommit=True) as conn:
+                return to_check_result(verify.core_extension_rules(conn))
+
+        checks.append(core_extension_rules)
+    else:
+
+        @dg.asset_check(
+            asset=asset,
+            name=AI_EXTENSION_RULES,
+            blocking=True,
+            required_resource_keys={"source", "ai"},
+            description="vector is installed; every vector column has its index, with the source's access "
+            "method, operator class and parameters, and the index is valid.",
+        )
+        def ai_extension_rules(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            with (
+                context.resources.source.get_connection() as source_conn,
+                context.resources.ai.get_connection(autocommit=True) as ai_conn,
+            ):
+                return to_check_result(verify.ai_extension_rules(source_conn, ai_conn, tables))
+
+        checks.append(ai_extension_rules)
+    return checks
+
+
+def build_source_drift_check(plan: RoutingPlan) -> dg.AssetChecksDefinition:
+    table_keys = {
+        table: table_key(target, table.asset_name) for target in TARGETS for table in plan.tables(target)
+    }
+
+    @dg.asset_check(
+        asset=SOURCE_SCHEMA_DUMP,
+        name=SOURCE_DRIFT,
+        blocking=False,
+        description="Which tables changed on the source since their copy's snapshot: writes a cutover now "
+        "would lose. A warning, not a failure.",
+    )
+    def source_drift(context: dg.AssetCheckExecutionContext, source: SourceDatabase) -> dg.AssetCheckResult:
+        expected: dict[TableName, Fingerprint] = {}
+        for table, key in table_keys.items():
+            metadata = _latest_metadata(context, key)
+            if metadata and "source_checksum" in metadata:
+                expected[table] = Fingerprint(int(metadata["source_rows"]), str(metadata["source_checksum"]))
+        if not expected:
+            return to_check_result(
+                CheckOutcome(True, "no table has been copied yet: nothing to compare", severity="WARN")
+            )
+        with source.get_connection() as conn:
+            return to_check_result(verify.source_drift(conn, expected, include_new_tables=False))
+
+    return source_drift
+
+
+def verification_checks(plan: RoutingPlan) -> list[dg.AssetChecksDefinition]:
+    return [
+        *build_database_checks("core", plan),
+        *build_database_checks("ai", plan),
+        build_source_drift_check(plan),
+    ]
