@@ -198,7 +198,9 @@ def dump_full_backup(
         raise PgToolError(f"backup directory {out_dir} is not empty")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     version = _check_server(url, bin_dir)
-    args = ["--format=directory", f"--jobs={max(1, jobs)}", f"--file={out_dir}"]
+    # gzip level 1: ~2.5x smaller than raw and an order of magnitude faster than pg_dump's default
+    # level, which made the backup the slowest step of a migration (lz4/zstd are not in every build).
+    args = ["--format=directory", f"--jobs={max(1, jobs)}", "--compress=1", f"--file={out_dir}"]
     if snapshot:
         args.append(f"--snapshot={snapshot}")
     started = time.monotonic()
