@@ -290,3 +290,57 @@ def test_cli_job_execute_then_verify_then_one_table(
         assert [e.dagster_event.asset_key.to_user_string() for e in materialized] == ["verification_report"]
         report = materialized[0].dagster_event.event_specific_data.materialization.metadata
         assert report["summary"].value == "9/9 tables identical, 0 rows missing"
+
+
+def test_verify_job_catches_corruption_reading_the_source_as_a_select_only_role(
+    environment: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    dbs = environment
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert _run("migrate", instance).success
+        clean = _run("verify", instance)
+        assert clean.success
+
+        # Verification only reads the source: give it a role that cannot write anything there.
+        with connection(dbs.source, autocommit=True) as conn:
+            conn.execute("DROP ROLE IF EXISTS verifier")
+            conn.execute("CREATE ROLE verifier LOGIN PASSWORD 'Verifier-Pass-1'")
+            conn.execute(
+                f'GRANT CONNECT ON DATABASE "{dbs.source.dbname}" TO verifier;'
+                'GRANT USAGE ON SCHEMA public, "Analytics" TO verifier;'
+                'GRANT SELECT ON ALL TABLES IN SCHEMA public, "Analytics" TO verifier;'
+                'GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, "Analytics" TO verifier;'
+            )
+        monkeypatch.setenv(
+            "SOURCE_DATABASE_URL", replace(dbs.source, user="verifier", password="Verifier-Pass-1").uri()
+        )
+
+        with connection(dbs.core, autocommit=True) as conn:
+            conn.execute("UPDATE positions SET quantity = quantity + 0.000001 WHERE id = 1234")
+        with connection(dbs.ai, autocommit=True) as conn:
+            conn.execute("DROP INDEX ix_ai_kb_documents_embedding_hnsw")
+        broken = _run("verify", instance)
+        assert not broken.success
+        failed = {
+            (e.asset_key.to_user_string(), e.check_name): e
+            for e in broken.get_asset_check_evaluations()
+            if not e.passed
+        }
+        assert set(failed) >= {
+            ("core/positions", "checksum_parity"),
+            ("ai/vector_indexes", "ai_extension_rules"),
+        }
+        checksum = failed[("core/positions", "checksum_parity")]
+        assert "positions" in (checksum.description or "")
+        assert checksum.metadata["range"].value == "id >= '1225' AND id < '1241'"
+        assert checksum.metadata["differences"].value == [{"kind": "changed", "key": ["1234"]}]
+        assert "changed 1234" in (checksum.description or "")
+        assert ("core/positions", "count_parity") not in failed  # same rows, different content
+        with connection(dbs.source, autocommit=True) as conn:
+            conn.execute('REVOKE ALL ON ALL TABLES IN SCHEMA public, "Analytics" FROM verifier')
+            conn.execute('REVOKE ALL ON ALL SEQUENCES IN SCHEMA public, "Analytics" FROM verifier')
+            conn.execute('REVOKE ALL ON SCHEMA public, "Analytics" FROM verifier')
+            conn.execute(f'REVOKE ALL ON DATABASE "{dbs.source.dbname}" FROM verifier')
+            conn.execute("DROP ROLE verifier")

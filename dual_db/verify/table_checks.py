@@ -79,6 +79,14 @@ def table_checks(
     located = _locate(table, columns, source_url, target_url, snapshot_id)
     if located is not None:
         summary += f"; first differing key range: {located['range']}"
+        differences = located.get("differences") or []
+        if isinstance(differences, list) and differences:
+            shown = ", ".join(
+                f"{d.get('kind')} {', '.join(map(str, d.get('key') or []))}"
+                for d in differences[:5]
+                if isinstance(d, dict)
+            )
+            summary += f" ({shown}{', ...' if len(differences) > 5 else ''})"
         metadata.update(located)
     if snapshot_id is None:
         metadata["compared_against"] = (
