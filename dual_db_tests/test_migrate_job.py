@@ -344,3 +344,22 @@ def test_verify_job_catches_corruption_reading_the_source_as_a_select_only_role(
             conn.execute('REVOKE ALL ON SCHEMA public, "Analytics" FROM verifier')
             conn.execute(f'REVOKE ALL ON DATABASE "{dbs.source.dbname}" FROM verifier')
             conn.execute("DROP ROLE verifier")
+
+
+def test_migrate_into_an_older_server(
+    environment: Databases,
+    pg16_server,
+    new_database,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """Source on PostgreSQL 18, core on 16: pg_dump 18's output is cleaned for 16, binary COPY and
+    fingerprints agree across versions."""
+    core16 = new_database(pg16_server)
+    monkeypatch.setenv("CORE_DATABASE_URL", core16.uri())
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _run("migrate", instance)
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+    with connection(core16) as conn:
+        assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("16")  # type: ignore[index]
+        assert conn.execute("SELECT count(*) FROM positions").fetchone() == (4000,)
