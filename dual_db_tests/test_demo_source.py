@@ -25,52 +25,15 @@ from dual_db.demo_source import (
     demo_table_names,
 )
 from dual_db.embedded import EmbeddedCluster
+from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan
 
 SCALE = 0.1
 SEED = 7
 
-# The plan's "Table Distribution", copied here so the builder's list is checked against the plan.
-PLAN_CORE_TABLES = {
-    "users",
-    "portfolios",
-    "positions",
-    "tags",
-    "tags_v2",
-    "position_tags",
-    "portfolio_target_prices",
-    "position_greeks",
-    "position_factor_exposures",
-    "position_market_betas",
-    "position_volatility",
-    "position_interest_rate_betas",
-    "correlation_calculations",
-    "pairwise_correlations",
-    "correlation_clusters",
-    "correlation_cluster_positions",
-    "factor_correlations",
-    "factor_exposures",
-    "factor_definitions",
-    "portfolio_snapshots",
-    "stress_test_scenarios",
-    "stress_test_results",
-    "market_risk_scenarios",
-    "market_data_cache",
-    "company_profiles",
-    "benchmarks_sector_weights",
-    "fund_holdings",
-    "batch_jobs",
-    "batch_job_schedules",
-    "batch_run_tracking",
-    "export_history",
-    "modeling_session_snapshots",
-    "equity_changes",
-    "position_realized_events",
-    "income_statements",
-    "balance_sheets",
-    "cash_flows",
-    "agent_conversations",
-    "agent_messages",
-}
+# The routing plan file lists the migration plan's "Table Distribution" (40 core incl. alembic_version,
+# 3 AI): the demo must build exactly the tables the default plan routes.
+_PLAN = RoutingPlan.load(DEFAULT_PLAN_FILE)
+PLAN_CORE_TABLES = {t.name for t in _PLAN.core} - {"alembic_version"}
 PLAN_AI_TABLES = {"ai_kb_documents", "ai_memories", "ai_feedback"}
 
 _names = itertools.count()
