@@ -54,7 +54,7 @@ def test_asset_and_check_keys_are_the_documented_ones() -> None:
     assert ("source/schema_dump", "routing_complete") in checks
     assert ("core/post_data", "core_extension_rules") in checks
     assert ("ai/vector_indexes", "ai_extension_rules") in checks
-    assert ("source/schema_dump", "source_drift") in checks
+    assert ("verification_report", "source_drift") in checks
     # The table assets are one subsettable multi-asset per target, so one table can be re-materialized.
     core_tables = graph.get(dg.AssetKey(["core", "positions"])).assets_def
     assert core_tables.can_subset and len(core_tables.keys) == 40

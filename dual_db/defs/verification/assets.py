@@ -19,8 +19,6 @@ from dual_db.defs.constants import (
     POST_DATA_ASSETS,
     SCHEMA_PARITY,
     SEQUENCES_ALIGNED,
-    SOURCE_DRIFT,
-    SOURCE_SCHEMA_DUMP,
     VERIFICATION_REPORT,
     table_key,
 )
@@ -72,7 +70,6 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         for target in TARGETS
         for name in DATABASE_CHECKS[target]
     ]
-    drift_check = dg.AssetCheckKey(SOURCE_SCHEMA_DUMP, SOURCE_DRIFT)
 
     @dg.asset(
         key=VERIFICATION_REPORT,
@@ -85,7 +82,7 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
     def verification_report(
         context: dg.AssetExecutionContext, settings: MigrationSettings
     ) -> dg.MaterializeResult:
-        evaluations = _evaluations(context.instance, [*table_checks, *database_checks, drift_check])
+        evaluations = _evaluations(context.instance, [*table_checks, *database_checks])
         report = VerificationReport()
         for target in TARGETS:
             for table in tables[target]:
@@ -107,7 +104,7 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
                     checksum_match=bool(checksum and checksum.passed and count and count.passed),
                     seconds=float(metadata.get("seconds", 0.0) or 0.0),
                 )
-        for key in [*database_checks, drift_check]:
+        for key in database_checks:
             name = f"{key.asset_key.path[0]}: {key.name}"
             report.add_outcome(name, _outcome(evaluations[key], key.name))
 

@@ -18,7 +18,7 @@ from dual_db.defs.constants import (
     SCHEMA_PARITY,
     SEQUENCES_ALIGNED,
     SOURCE_DRIFT,
-    SOURCE_SCHEMA_DUMP,
+    VERIFICATION_REPORT,
     table_key,
 )
 from dual_db.defs.resources import SourceDatabase
@@ -178,8 +178,10 @@ def build_source_drift_check(plan: RoutingPlan) -> dg.AssetChecksDefinition:
         table: table_key(target, table.asset_name) for target in TARGETS for table in plan.tables(target)
     }
 
+    # On the report, so that it runs after every table was copied (on the source dump it would run
+    # before them, comparing the source with the previous run's copy).
     @dg.asset_check(
-        asset=SOURCE_SCHEMA_DUMP,
+        asset=VERIFICATION_REPORT,
         name=SOURCE_DRIFT,
         blocking=False,
         description="Which tables changed on the source since their copy's snapshot: writes a cutover now "
