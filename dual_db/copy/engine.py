@@ -178,7 +178,7 @@ def _align_owned_sequences(
     source: psycopg.Connection, target: psycopg.Connection, table: TableName
 ) -> list[SequenceValue]:
     """Set the target's sequences owned by `table` (serial, identity) to the source's values."""
-    owned = [s for s in list_sequences(source) if s.table == table and s.last_value is not None]
+    owned = [s for s in list_sequences(source, owned_by=table) if s.last_value is not None]
     return set_sequences(target, [SequenceValue(s.sequence, s.last_value, s.is_called) for s in owned])  # type: ignore[arg-type]
 
 

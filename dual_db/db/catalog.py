@@ -179,7 +179,9 @@ ORDER BY sn.nspname, s.relname
 """
 
 
-def list_sequences(conn: psycopg.Connection, *, with_values: bool = True) -> list[SequenceInfo]:
+def list_sequences(
+    conn: psycopg.Connection, *, with_values: bool = True, owned_by: TableName | None = None
+) -> list[SequenceInfo]:
     """Every user sequence, its owning table/column (serial, identity, OWNED BY) and current value.
 
     Sequence values are not transactional: read inside a snapshot they are still the current value,
@@ -189,6 +191,8 @@ def list_sequences(conn: psycopg.Connection, *, with_values: bool = True) -> lis
 
     result = []
     for r in conn.execute(_SEQUENCES_SQL, {"system": list(SYSTEM_SCHEMAS)}).fetchall():
+        if owned_by is not None and (r[2], r[3]) != (owned_by.schema, owned_by.name):
+            continue  # read only the values asked for: one query per sequence
         sequence = TableName(r[0], r[1])
         last_value: int | None = None
         is_called = False
