@@ -14,6 +14,7 @@ Statements that already exist (a re-run of this step) are skipped, so the step c
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ from dual_db.schema.statements import Statement, statements_of
 
 # The order post-data parts are applied in (the schema split's `PostData` parts).
 POST_DATA_ORDER = ("indexes", "foreign_keys", "vector_indexes", "triggers_and_other")
+_COUNT_LOCK = threading.Lock()
 _ALREADY_THERE = (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateObject)
 
 
@@ -89,13 +91,18 @@ def _execute(conn: psycopg.Connection, statement: Statement, report: PostDataRep
     try:
         with conn.transaction():
             conn.execute(statement.text)  # type: ignore[arg-type]  # a statement of a trusted dump
-        report.statements += 1
+        ran = True
     except _ALREADY_THERE:
-        report.skipped_existing += 1
+        ran = False
     except psycopg.errors.InvalidTableDefinition as exc:
         if "multiple primary keys" not in str(exc):
             raise
-        report.skipped_existing += 1
+        ran = False
+    with _COUNT_LOCK:  # workers share the report
+        if ran:
+            report.statements += 1
+        else:
+            report.skipped_existing += 1
 
 
 def _session(url: DatabaseUrl, settings: Sequence[Statement], **extra: str) -> psycopg.Connection:
@@ -114,20 +121,28 @@ def _run_grouped(
     workers: int,
     report: PostDataReport,
 ) -> None:
-    """Run each group's statements in order on one connection; groups in parallel."""
-    if not groups:
+    """Run each group's statements in order; groups in parallel, on `workers` connections that each
+    take the next group (in the given order) until none is left."""
+    pending = [group for group in groups if group]
+    if not pending:
         return
+    lock = threading.Lock()
 
-    def run(group: list[Statement]) -> None:
+    def next_group() -> list[Statement] | None:
+        with lock:
+            return pending.pop(0) if pending else None
+
+    def run() -> None:
         conn = _session(url, settings)
         try:
-            for statement in group:
-                _execute(conn, statement, report)
+            while (group := next_group()) is not None:
+                for statement in group:
+                    _execute(conn, statement, report)
         finally:
             conn.close()
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(groups)))) as pool:
-        for future in [pool.submit(run, group) for group in groups]:
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pending)))) as pool:
+        for future in [pool.submit(run) for _ in range(max(1, min(workers, len(pending))))]:
             future.result()
 
 
