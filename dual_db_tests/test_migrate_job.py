@@ -200,6 +200,14 @@ def test_migrate_end_to_end(environment: Databases) -> None:
                 after = conn.execute(f"SELECT array_agg(xmin::text ORDER BY 1) FROM {table}").fetchone()  # noqa: S608
                 assert after == before, table
 
+        # Post-data can be re-materialized on its own: what exists is skipped, nothing fails.
+        rebuilt = _run("migrate", instance, ["core/post_data", "ai/vector_indexes"])
+        assert rebuilt.success
+        post = instance.get_latest_materialization_event(dg.AssetKey(["core", "post_data"]))
+        assert post is not None and post.asset_materialization is not None
+        assert post.asset_materialization.metadata["skipped_existing"].value > 0
+        assert post.asset_materialization.metadata["statements"].value == 0
+
         # A second full migrate is accepted (the targets are marked as dual-db's) and replaces everything.
         again = _run("migrate", instance)
         assert again.success
