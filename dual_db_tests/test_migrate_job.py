@@ -176,6 +176,15 @@ def test_migrate_end_to_end(environment: Databases) -> None:
         assert metadata["rows"] == 4000 and metadata["source_rows"] == 4000
         assert metadata["source_checksum"] == metadata["target_checksum"]
         assert metadata["snapshot_id"]
+        # One snapshot for the whole run: the backup, the schema dump and every table read the same one.
+        snapshot_ids = {
+            instance.get_latest_materialization_event(dg.AssetKey.from_user_string(key))
+            .asset_materialization.metadata["snapshot_id"]  # type: ignore[union-attr]
+            .value
+            for key in ("source/full_backup", "source/schema_dump", "core/positions", "ai/ai_kb_documents")
+        }
+        assert snapshot_ids == {metadata["snapshot_id"]}
+
         # Every event of the run (logs, metadata, check results) is free of passwords.
         everything = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
         assert "core/positions" in everything or "positions" in everything
