@@ -27,6 +27,7 @@ from dual_db.db.catalog import (
     has_triggers_or_foreign_keys,
     list_sequences,
     referenced_by_other_tables,
+    regclass_literal,
     table_columns,
 )
 from dual_db.db.connect import connection
@@ -195,7 +196,7 @@ def set_sequences(target: psycopg.Connection, values: Sequence[SequenceValue]) -
             continue
         target.execute(
             "SELECT setval(%s::regclass, %s, %s)",
-            (_regclass_text(value.sequence), value.last_value, value.is_called),
+            (regclass_literal(value.sequence), value.last_value, value.is_called),
         )
         done.append(value)
     return done
@@ -210,10 +211,6 @@ def align_all_sequences(source: psycopg.Connection, target: psycopg.Connection) 
     ]
     with target.transaction():
         return set_sequences(target, values)
-
-
-def _regclass_text(table: TableName) -> str:
-    return '"' + table.schema.replace('"', '""') + '"."' + table.name.replace('"', '""') + '"'
 
 
 @dataclass

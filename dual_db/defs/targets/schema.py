@@ -15,22 +15,15 @@ from dual_db.copy.engine import align_all_sequences
 from dual_db.copy.post_data import build_post_data
 from dual_db.db.connect import connection, server_version_num
 from dual_db.defs.constants import POST_DATA_ASSETS, SCHEMA_ASSETS, SOURCE_SCHEMA_DUMP, table_key
+from dual_db.defs.state import required_metadata
 from dual_db.preflight import preflight, reset_target, write_marker
 from dual_db.routing import RoutingPlan
 from dual_db.schema.apply import apply_sql
 from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
 
 
-def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
-    """The metadata of `key`'s latest materialization (dual-db keeps its state there)."""
-    event = context.instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure(f"{key.to_user_string()} has not been materialized yet: materialize it first")
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
 def _split_for(context: dg.AssetExecutionContext, core_version: int, ai_version: int) -> SchemaSplit:
-    dump = latest_metadata(context, SOURCE_SCHEMA_DUMP)
+    dump = required_metadata(context.instance, SOURCE_SCHEMA_DUMP)
     plan = RoutingPlan.load()
     return split_schema(
         Path(dump["pre_data_path"]).read_text(),
@@ -131,7 +124,7 @@ def build_post_data_asset(target: str, table_asset_names: list[str]) -> dg.Asset
     def post_data(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         source, settings = context.resources.source, context.resources.settings
         target_db = getattr(context.resources, target)
-        schema_meta = latest_metadata(context, SCHEMA_ASSETS[target])
+        schema_meta = required_metadata(context.instance, SCHEMA_ASSETS[target])
         post_dir = Path(schema_meta["post_data_dir"])
         report = build_post_data(
             target_db.database_url(),

@@ -17,6 +17,7 @@ from dual_db.copy.snapshot import snapshot_session
 from dual_db.db.catalog import list_tables, table_columns
 from dual_db.db.names import TableName
 from dual_db.defs.constants import CHECKSUM_PARITY, COUNT_PARITY, SCHEMA_ASSETS, SOURCE_POOL, table_key
+from dual_db.defs.state import latest_metadata
 from dual_db.verify.fingerprint import Fingerprint, table_fingerprint
 from dual_db.verify.table_checks import TableCheck, table_checks
 
@@ -198,19 +199,15 @@ def _recheck_table(
     source: Any,
     target_db: Any,
 ) -> list[TableCheck]:
-    event = context.instance.get_latest_materialization_event(asset_key)
-    materialization = event.asset_materialization if event else None
-    if materialization is None or "source_checksum" not in materialization.metadata:
+    metadata = latest_metadata(context.instance, asset_key)
+    if metadata is None or "source_checksum" not in metadata:
         return [
             TableCheck(
                 name, False, f"{table} has never been copied: materialize {asset_key.to_user_string()}", {}
             )
             for name in (COUNT_PARITY, CHECKSUM_PARITY)
         ]
-    metadata = materialization.metadata
-    expected = Fingerprint(
-        rows=int(metadata["source_rows"].value), checksum=str(metadata["source_checksum"].value)
-    )
+    expected = Fingerprint(rows=int(metadata["source_rows"]), checksum=str(metadata["source_checksum"]))
     with snapshot_session(source.database_url(), None) as source_conn:
         columns = table_columns(source_conn, table)
     with target_db.get_connection(autocommit=True) as target_conn:
@@ -223,5 +220,5 @@ def _recheck_table(
         source_url=source.database_url(),
         target_url=target_db.database_url(),
         snapshot_id=None,
-        recorded_snapshot_id=str(metadata["snapshot_id"].value) if "snapshot_id" in metadata else None,
+        recorded_snapshot_id=str(metadata.get("snapshot_id") or "") or None,
     )

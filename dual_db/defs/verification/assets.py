@@ -23,6 +23,7 @@ from dual_db.defs.constants import (
     table_key,
 )
 from dual_db.defs.resources import MigrationSettings
+from dual_db.defs.state import latest_metadata
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify.outcome import CheckOutcome
 from dual_db.verify.report import VerificationReport
@@ -87,12 +88,7 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         for target in TARGETS:
             for table in tables[target]:
                 key = table_key(target, table.asset_name)
-                event = context.instance.get_latest_materialization_event(key)
-                metadata = (
-                    {k: v.value for k, v in event.asset_materialization.metadata.items()}
-                    if event and event.asset_materialization
-                    else {}
-                )
+                metadata = latest_metadata(context.instance, key) or {}
                 count = evaluations[dg.AssetCheckKey(key, COUNT_PARITY)]
                 checksum = evaluations[dg.AssetCheckKey(key, CHECKSUM_PARITY)]
                 count_meta = {k: v.value for k, v in (count.metadata or {}).items()} if count else {}

@@ -22,6 +22,7 @@ from dual_db.defs.constants import (
     table_key,
 )
 from dual_db.defs.resources import SourceDatabase
+from dual_db.defs.state import latest_metadata
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify import checks as verify
 from dual_db.verify.fingerprint import Fingerprint
@@ -49,13 +50,6 @@ def to_check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=outcome.passed, severity=severity, description="\n".join(lines), metadata=metadata
     )
-
-
-def _latest_metadata(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dict[str, Any] | None:
-    event = context.instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        return None
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
 def _not_materialized(check: str, key: dg.AssetKey) -> dg.AssetCheckResult:
@@ -128,7 +122,7 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
         description="Every sequence's next value is beyond the source's at the copy.",
     )
     def sequences_aligned(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        metadata = _latest_metadata(context, asset)
+        metadata = latest_metadata(context.instance, asset)
         if metadata is None or "sequences" not in metadata:
             return _not_materialized(SEQUENCES_ALIGNED, asset)
         expected = {
@@ -190,7 +184,7 @@ def build_source_drift_check(plan: RoutingPlan) -> dg.AssetChecksDefinition:
     def source_drift(context: dg.AssetCheckExecutionContext, source: SourceDatabase) -> dg.AssetCheckResult:
         expected: dict[TableName, Fingerprint] = {}
         for table, key in table_keys.items():
-            metadata = _latest_metadata(context, key)
+            metadata = latest_metadata(context.instance, key)
             if metadata and "source_checksum" in metadata:
                 expected[table] = Fingerprint(int(metadata["source_rows"]), str(metadata["source_checksum"]))
         if not expected:
