@@ -26,6 +26,7 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
+from dual_db.db.catalog import list_tables
 from dual_db.db.connect import connect, connection
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
@@ -208,7 +209,7 @@ def build_post_data(
     for statement in body["indexes"]:
         per_table[_relation_of(statement.node)].append(statement)
     with connection(url, autocommit=True) as conn:
-        sizes = {t: _table_size(conn, t) for t in per_table if t is not None}
+        sizes = {info.table: info.bytes for info in list_tables(conn)}
     groups = sorted(per_table.items(), key=lambda item: -sizes.get(item[0], 0) if item[0] else 0)
     phase = time.monotonic()
     _run_grouped(url, [g for _, g in groups], settings, workers, report)
@@ -256,19 +257,8 @@ def build_post_data(
     return report
 
 
-def _table_size(conn: psycopg.Connection, table: TableName) -> int:
-    row = conn.execute(
-        "SELECT pg_table_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s",
-        (table.schema, table.name),
-    ).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
-
-
 def analyze_tables(url: DatabaseUrl, *, workers: int = 2) -> None:
     """ANALYZE every user table, several at a time (fresh statistics before the first query)."""
-    from dual_db.db.catalog import list_tables
-
     with connection(url, autocommit=True) as conn:
         tables = [info.table for info in list_tables(conn)]
     if not tables:
