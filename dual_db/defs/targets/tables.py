@@ -8,6 +8,7 @@ target as it is now against the source fingerprint recorded at the copy's snapsh
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import dagster as dg
@@ -183,23 +184,38 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
             for key in context.selected_asset_check_keys
             if key.asset_key in by_key and key.asset_key not in context.selected_asset_keys
         ]
-        for asset_key in sorted({k.asset_key for k in check_only}, key=lambda k: k.to_user_string()):
-            names = {k.name for k in check_only if k.asset_key == asset_key}
-            for check in _recheck_table(context, asset_key, by_key[asset_key], source, target_db):
-                if check.name in names:
-                    yield _to_check_result(asset_key, check)
+        recorded = {
+            asset_key: latest_metadata(context.instance, asset_key)
+            for asset_key in sorted({k.asset_key for k in check_only}, key=lambda k: k.to_user_string())
+        }
+        # Fingerprinting is the cost: several tables at once, each yielded as it is done.
+        with ThreadPoolExecutor(
+            max_workers=max(1, settings.copy_workers), thread_name_prefix="dual-db-verify"
+        ) as pool:
+            futures = {
+                pool.submit(
+                    _recheck_table, asset_key, by_key[asset_key], metadata, source, target_db
+                ): asset_key
+                for asset_key, metadata in recorded.items()
+            }
+            for future in as_completed(futures):
+                asset_key = futures[future]
+                names = {k.name for k in check_only if k.asset_key == asset_key}
+                for check in future.result():
+                    if check.name in names:
+                        yield _to_check_result(asset_key, check)
 
     return copy_target_tables
 
 
 def _recheck_table(
-    context: dg.AssetExecutionContext,
     asset_key: dg.AssetKey,
     table: TableName,
+    metadata: dict[str, Any] | None,
     source: Any,
     target_db: Any,
 ) -> list[TableCheck]:
-    metadata = latest_metadata(context.instance, asset_key)
+    """count_parity and checksum_parity of the target now against the recorded source fingerprint."""
     if metadata is None or "source_checksum" not in metadata:
         return [
             TableCheck(
