@@ -109,6 +109,9 @@ class EmbeddedServer:
     root: Path
     version: int = 18
     settings: dict[str, str] | None = None
+    # Another installation's bin directory instead of the embedded `version` (tests use a copy of
+    # the embedded installation without pgvector).
+    bin_path: Path | None = None
 
     @property
     def pgdata(self) -> Path:
@@ -124,7 +127,7 @@ class EmbeddedServer:
 
     @property
     def bin_dir(self) -> Path:
-        return pg_bin_dir(self.version)
+        return self.bin_path or pg_bin_dir(self.version)
 
     # ---- state ----------------------------------------------------------------------------------
     def _state(self) -> dict[str, object]:

