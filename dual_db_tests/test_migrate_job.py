@@ -380,3 +380,30 @@ def test_migrate_into_an_older_server(
     with connection(core16) as conn:
         assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("16")  # type: ignore[index]
         assert conn.execute("SELECT count(*) FROM positions").fetchone() == (4000,)
+
+
+def test_foreign_tables_in_a_target_are_refused_unless_replacing(environment: Databases) -> None:
+    dbs = environment
+    with connection(dbs.ai, autocommit=True) as conn:
+        conn.execute("CREATE TABLE legacy_stuff (id int)")
+    defs = build_definitions(RoutingPlan.load())
+    job = defs.resolve_job_def("migrate")
+    with dg.DagsterInstance.ephemeral() as instance:
+        refused = job.execute_in_process(instance=instance, raise_on_error=False)
+        assert not refused.success
+        failure = next(e for e in refused.all_events if e.is_step_failure)
+        assert "did not create" in str(failure.event_specific_data) and "legacy_stuff" in str(
+            failure.event_specific_data
+        )
+        with connection(dbs.core) as conn:  # nothing written to core either
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (
+                0,
+            )
+        replaced = job.execute_in_process(
+            instance=instance,
+            run_config={"resources": {"settings": {"config": {"replace_existing": True}}}},
+        )
+        assert replaced.success
+    with connection(dbs.ai) as conn:
+        assert conn.execute("SELECT to_regclass('public.legacy_stuff')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM ai_kb_documents").fetchone() == (500,)
