@@ -87,11 +87,30 @@ def test_dagster_instance_storage_records_runs_on_the_written_url(
         def hello() -> int:
             return 1
 
+        instance_db = DatabaseUrl.parse(instance_url)
+
+        def sessions() -> int:
+            # pg_stat_database counts every session ever established on the instance database.
+            with connection(cluster.urls()["instance"], autocommit=True) as conn:
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                row = conn.execute(
+                    "SELECT sessions FROM pg_stat_database WHERE datname = %s", (instance_db.dbname,)
+                ).fetchone()
+                return int(row[0]) if row else 0
+
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
             result = dg.materialize([hello], instance=instance)
             assert result.success
+            before = sessions()
+            for _ in range(5):
+                assert dg.materialize([hello], instance=instance).success
+            opened = sessions() - before
             records = instance.fetch_materializations(dg.AssetKey("hello"), limit=1).records
             assert len(records) == 1
+        # Five runs store dozens of events; the pooled storage reuses its connections for them
+        # (dagster-postgres alone would open one per event).
+        events = len(instance.all_logs(result.run_id)) * 5
+        assert opened < events / 3, (opened, events)
     finally:
         os.environ.pop("DAGSTER_POSTGRES_URL", None)
