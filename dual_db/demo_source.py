@@ -22,7 +22,6 @@ import json
 import math
 import operator
 import random
-import re
 import time
 import uuid
 from array import array
@@ -41,8 +40,8 @@ from dual_db.db.connect import connection
 from dual_db.db.urls import DatabaseUrl
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "sql" / "demo_source" / "schema.sql"
-# Everything after this line in SCHEMA_FILE is built once the rows are in.
-POST_LOAD_MARKER = "-- @post-load"
+# Built once the rows are in: foreign keys, secondary indexes, the HNSW index.
+POST_LOAD_FILE = SCHEMA_FILE.with_name("post_load.sql")
 
 CORE_TABLES: tuple[str, ...] = (
     "users",
@@ -216,17 +215,12 @@ def build_demo_source(
 
 def _schema_parts() -> tuple[str, str]:
     try:
-        text = SCHEMA_FILE.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        return SCHEMA_FILE.read_text(encoding="utf-8"), POST_LOAD_FILE.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
         raise DemoSourceError(
-            f"schema file {SCHEMA_FILE} is missing: dual-db must run from a source checkout "
+            f"schema file {exc.filename} is missing: dual-db must run from a source checkout "
             "(pip install -e .) so that sql/demo_source/ is next to the package"
         ) from None
-    # The marker must be a line of its own: the file's header mentions it in prose.
-    parts = re.split(rf"^{re.escape(POST_LOAD_MARKER)}[ \t]*$", text, flags=re.MULTILINE)
-    if len(parts) != 2:
-        raise DemoSourceError(f"{SCHEMA_FILE} must have exactly one {POST_LOAD_MARKER!r} line")
-    return parts[0], parts[1]
 
 
 def _existing_demo_objects(conn: psycopg.Connection) -> list[str]:

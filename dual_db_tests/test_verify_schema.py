@@ -194,13 +194,13 @@ def test_schema_parity_ignores_only_foreign_keys_to_tables_on_the_other_database
 
 
 def test_index_name_is_cut_out_of_definitions_even_when_quoted() -> None:
-    assert (
-        index_definition_without_name('CREATE UNIQUE INDEX "my ""odd"" ix" ON public.t USING btree (a)')
-        == "CREATE UNIQUE INDEX ON public.t USING btree (a)"
-    )
+    odd = index_definition_without_name('CREATE UNIQUE INDEX "my ""odd"" ix" ON public.t USING btree (a)')
+    plain = index_definition_without_name("CREATE UNIQUE INDEX other ON public.t USING btree (a)")
+    assert odd == plain and "odd" not in odd and "other" not in plain
     assert index_definition_without_name("CREATE INDEX ix ON public.t USING hnsw (e vector_cosine_ops)") == (
         "CREATE INDEX ON public.t USING hnsw (e vector_cosine_ops)"
     )
+    assert odd != index_definition_without_name("CREATE UNIQUE INDEX x ON public.t USING btree (b)")
 
 
 # ---- core_extension_rules -----------------------------------------------------------------------

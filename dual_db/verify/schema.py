@@ -9,10 +9,11 @@ not as one missing and one extra index.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+import pglast
 import psycopg
+from pglast.stream import RawStream
 
 from dual_db.db.catalog import regclass_literal
 from dual_db.db.names import TableName
@@ -80,9 +81,6 @@ WHERE p.polrelid = %(rel)s::regclass
 ORDER BY p.polname
 """
 
-# `CREATE [UNIQUE] INDEX <name> ON ...`: the name is one identifier, double-quoted when needed.
-_INDEX_NAME = re.compile(r'^(CREATE (?:UNIQUE )?INDEX )("(?:[^"]|"")+"|[^\s"]+) (ON .*)$', re.DOTALL)
-
 _PERSISTENCE = {"p": "logged", "u": "UNLOGGED", "t": "temporary"}
 _TRIGGER_STATE = {"O": "enabled", "D": "DISABLED", "R": "enabled on replica only", "A": "enabled always"}
 
@@ -147,9 +145,17 @@ class TableSchema:
 
 
 def index_definition_without_name(definition: str) -> str:
-    """`CREATE INDEX ix ON public.t USING btree (a)` -> `CREATE INDEX ON public.t USING btree (a)`."""
-    match = _INDEX_NAME.match(definition)
-    return f"{match.group(1)}{match.group(3)}" if match else definition
+    """`CREATE INDEX ix ON public.t USING btree (a)` -> `CREATE INDEX ON public.t (a)`: the index's
+    parse tree without its name, printed back by pglast (so both sides print the same way)."""
+    try:
+        (raw,) = pglast.parse_sql(definition)
+    except (pglast.parser.ParseError, ValueError):
+        return definition
+    statement = raw.stmt
+    if not isinstance(statement, pglast.ast.IndexStmt):
+        return definition
+    statement.idxname = None
+    return RawStream()(statement)
 
 
 def describe_table(conn: psycopg.Connection, table: TableName) -> TableSchema:
