@@ -30,7 +30,7 @@ from dual_db.db.catalog import list_tables
 from dual_db.db.connect import connect, connection
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
-from dual_db.schema.statements import Statement, statements_of
+from dual_db.schema.statements import Statement, is_session_setting, statements_of
 
 # The order post-data parts are applied in (the schema split's `PostData` parts).
 POST_DATA_ORDER = ("indexes", "foreign_keys", "vector_indexes", "triggers_and_other")
@@ -78,14 +78,6 @@ def _relation_of(node: ast.Node) -> TableName | None:
     if relation is None:
         return None
     return TableName(relation.schemaname or "public", relation.relname)
-
-
-def is_setting(statement: Statement) -> bool:
-    """pg_dump's session settings (SET ..., SELECT pg_catalog.set_config(...)): every session needs them."""
-    node = statement.node
-    return isinstance(node, ast.VariableSetStmt) or (
-        isinstance(node, ast.SelectStmt) and "set_config" in statement.text
-    )
 
 
 def _execute(conn: psycopg.Connection, statement: Statement, report: PostDataReport) -> None:
@@ -200,9 +192,14 @@ def build_post_data(
     parsed = {name: statements_of(parts.get(name, "")) for name in POST_DATA_ORDER}
     # Each part carries pg_dump's SET lines; every session replays the first part's.
     settings = next(
-        ([st for st in sts if is_setting(st)] for sts in parsed.values() if any(map(is_setting, sts))), []
+        (
+            [st for st in sts if is_session_setting(st)]
+            for sts in parsed.values()
+            if any(map(is_session_setting, sts))
+        ),
+        [],
     )
-    body = {name: [st for st in sts if not is_setting(st)] for name, sts in parsed.items()}
+    body = {name: [st for st in sts if not is_session_setting(st)] for name, sts in parsed.items()}
 
     # 1. indexes and PK/unique constraints: one group per table, largest tables first.
     per_table: dict[TableName | None, list[Statement]] = defaultdict(list)

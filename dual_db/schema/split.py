@@ -36,7 +36,7 @@ from pglast.stream import RawStream
 from psycopg import sql
 
 from dual_db.db.names import TableName
-from dual_db.schema.statements import Statement, render_script, statements_of
+from dual_db.schema.statements import Statement, is_set_config, render_script, statements_of
 
 # pgvector's types. A name is taken as pgvector's when the dump does not define a type of that name
 # itself (the extension's own objects are never in a dump), however it is qualified.
@@ -314,7 +314,7 @@ def _describe(s: _Stmt) -> None:
     if isinstance(node, ast.VariableSetStmt):
         s.kind, s.name, s.setting = "SET", node.name or "", node.name or ""
         return
-    if isinstance(node, ast.SelectStmt) and _is_set_config(node):
+    if is_set_config(node):
         s.kind, s.name, s.setting = "SET", "set_config", "set_config"
         return
 
@@ -420,14 +420,6 @@ def _describe(s: _Stmt) -> None:
         # Every object needs its schema: this is how CREATE SCHEMA follows objects into the AI schema.
         s.refs.add(("schema", s.schema))
     s.refs -= set(s.defines)
-
-
-def _is_set_config(node: ast.SelectStmt) -> bool:
-    targets = node.targetList or ()
-    if len(targets) != 1 or node.fromClause:
-        return False
-    val = getattr(targets[0], "val", None)
-    return isinstance(val, ast.FuncCall) and _names(val.funcname)[-1:] == ["set_config"]
 
 
 def _fk(con: ast.Constraint, table: TableName, name: str) -> _ForeignKey:

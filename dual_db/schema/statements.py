@@ -143,3 +143,24 @@ def render_script(statements: list[Statement], *, header: str = "", with_leading
     parts = [header.rstrip()] if header else []
     parts.extend(st.render(with_leading=with_leading) for st in statements)
     return "\n\n".join(parts) + "\n"
+
+
+def is_set_config(node: ast.Node) -> bool:
+    """`SELECT pg_catalog.set_config(...)`: how pg_dump sets search_path for the session."""
+    if not isinstance(node, ast.SelectStmt):
+        return False
+    targets = node.targetList or ()
+    if len(targets) != 1 or node.fromClause:
+        return False
+    val = getattr(targets[0], "val", None)
+    names = (
+        [n.sval for n in (val.funcname or ()) if isinstance(n, ast.String)]
+        if isinstance(val, ast.FuncCall)
+        else []
+    )
+    return names[-1:] == ["set_config"]
+
+
+def is_session_setting(statement: Statement) -> bool:
+    """pg_dump's session settings (SET ..., SELECT set_config(...)): every session of a script needs them."""
+    return isinstance(statement.node, ast.VariableSetStmt) or is_set_config(statement.node)
