@@ -4,12 +4,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from dual_db.db.connect import server_version_num
 from dual_db.defs.constants import SOURCE_FULL_BACKUP, SOURCE_POOL, SOURCE_SCHEMA_DUMP
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
 from dual_db.preflight import preflight
 from dual_db.schema.dump import (
-    check_pg_dump_compatible,
     dump_full_backup,
     dump_schema_sections,
     resolve_pg_bin_dir,
@@ -22,12 +20,9 @@ def run_dir(settings: MigrationSettings, run_id: str) -> Path:
     return path
 
 
-def _pg_bin_dir(source: SourceDatabase, settings: MigrationSettings) -> Path:
-    """pg_dump no older than the source server (checked before anything runs)."""
-    bin_dir = resolve_pg_bin_dir(settings.resolved_pg_bin_dir())
-    with source.get_connection() as conn:
-        check_pg_dump_compatible(bin_dir, server_version_num(conn))
-    return bin_dir
+def _pg_bin_dir(settings: MigrationSettings) -> Path:
+    # The dump functions refuse a pg_dump older than the server before they run it.
+    return resolve_pg_bin_dir(settings.resolved_pg_bin_dir())
 
 
 @dg.asset(
@@ -44,7 +39,7 @@ def full_backup(
     snapshot: SourceSnapshot,
     settings: MigrationSettings,
 ) -> dg.MaterializeResult:
-    bin_dir = _pg_bin_dir(source, settings)
+    bin_dir = _pg_bin_dir(settings)
     exported = snapshot.get()
     out_dir = run_dir(settings, context.run.run_id) / "full_backup"
     result = dump_full_backup(
@@ -88,7 +83,7 @@ def schema_dump(
         {"core": core.database_url(), "ai": ai.database_url()},
         replace_existing=settings.replace_existing,
     )
-    bin_dir = _pg_bin_dir(source, settings)
+    bin_dir = _pg_bin_dir(settings)
     exported = snapshot.get()
     sections = dump_schema_sections(source.database_url(), bin_dir=bin_dir, snapshot=exported.snapshot_id)
     out_dir = run_dir(settings, context.run.run_id) / "schema"

@@ -72,10 +72,8 @@ def build_schema_asset(target: str) -> dg.AssetsDefinition:
             reset_target(url, sorted({t.schema for t in state.tables} | {"public"}))
         started = time.monotonic()
         applied = apply_sql(url, pre)
-        with connection(source.database_url(), read_only=True) as conn:
-            source_db = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
         with connection(url, autocommit=True) as conn:
-            write_marker(conn, target, source_db)
+            write_marker(conn, target, source.database_url().dbname or "")
         metadata: dict[str, Any] = {
             "target": target_db.masked_url,
             "target_version": target_version,
