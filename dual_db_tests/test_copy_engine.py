@@ -187,3 +187,50 @@ def test_align_all_sequences_sets_standalone_sequences(pair: Databases) -> None:
         aligned = align_all_sequences(src, tgt)
         assert TableName("public", "invoice_numbers") in {s.sequence for s in aligned}
         assert tgt.execute("SELECT nextval('invoice_numbers')").fetchone() == (4243,)
+
+
+def _limited_role(url, name: str, limit: int):  # type: ignore[no-untyped-def]
+    """A non-superuser login role on `url`'s server allowed `limit` connections, owning the tables."""
+    from dataclasses import replace
+
+    password = "Limited-Pass-1"
+    with connection(url, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {name}")
+        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}' CONNECTION LIMIT {limit}")
+        conn.execute(f'GRANT CONNECT, CREATE ON DATABASE "{url.dbname}" TO {name}')
+        conn.execute(f'GRANT USAGE ON SCHEMA public, "Analytics" TO {name}')
+        conn.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public, "Analytics" TO {name}')
+        conn.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public, "Analytics" TO {name}')
+        # What a managed service's admin grants so that loads skip triggers and FK checks.
+        conn.execute(f"GRANT SET ON PARAMETER session_replication_role TO {name}")
+    return replace(url, user=name, password=password)
+
+
+def test_a_worker_that_cannot_connect_loses_no_table(pair: Databases) -> None:
+    """More copy workers than the target role may open connections: every table is still copied by the
+    workers that did connect, and none is silently left out."""
+    limited = _limited_role(pair.core, "limited_loader", 2)
+    try:
+        with SnapshotHolder(pair.source, lock_tables=TABLES) as snapshot:
+            run = copy_tables(pair.source, limited, TABLES, snapshot_id=snapshot.snapshot_id, workers=4)
+        assert run.ok, run.errors
+        assert sorted(r.table for r in run.results) == sorted(TABLES)
+        assert run.warnings and "limited_loader" in run.warnings[0]
+        for result in run.results:
+            assert result.source_fingerprint == result.target_fingerprint
+    finally:
+        with connection(pair.core, autocommit=True) as conn:
+            conn.execute("REVOKE SET ON PARAMETER session_replication_role FROM limited_loader")
+            conn.execute("DROP OWNED BY limited_loader")
+            conn.execute("DROP ROLE limited_loader")
+
+
+def test_every_table_is_accounted_for_when_no_worker_can_connect(pair: Databases) -> None:
+    from dataclasses import replace
+
+    dead = replace(pair.core, port=1)
+    with SnapshotHolder(pair.source, lock_tables=TABLES) as snapshot:
+        run = copy_tables(pair.source, dead, TABLES, snapshot_id=snapshot.snapshot_id, workers=3)
+    assert not run.ok and not run.results
+    assert sorted(run.errors) == sorted(TABLES)
+    assert all("127.0.0.1:1" in str(e) for e in run.errors.values())

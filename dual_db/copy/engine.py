@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from dual_db.copy.snapshot import snapshot_session
+from dual_db.copy.snapshot import close_snapshot_session, snapshot_session_connection
 from dual_db.db.catalog import (
     ColumnInfo,
     has_triggers_or_foreign_keys,
@@ -30,7 +30,7 @@ from dual_db.db.catalog import (
     regclass_literal,
     table_columns,
 )
-from dual_db.db.connect import connection
+from dual_db.db.connect import connect
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 from dual_db.verify.fingerprint import Fingerprint, table_fingerprint, vector_extension_schema
@@ -218,6 +218,8 @@ class CopyRun:
     results: list[TableCopyResult]
     errors: dict[TableName, BaseException]
     seconds: float
+    # Workers that could not connect (their tables went to the others): worth telling the user.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -239,16 +241,22 @@ def copy_tables(
     """Copy `tables` with `workers` parallel streams, largest first (the longest table starts first, so
     the run is not left waiting on one big table at the end).
 
-    Every worker joins the same exported snapshot, so all tables are read as of one moment. Errors are
-    collected per table; with `stop_on_error` no new table starts after the first failure.
+    Every worker joins the same exported snapshot, so all tables are read as of one moment. Every table
+    ends in exactly one of `results` or `errors`: a worker takes a table only once its connections are
+    open, a worker that cannot connect leaves the queue to the others, and when no worker can connect
+    the remaining tables fail with the connection error. With `stop_on_error` no new table starts
+    after the first failure.
     """
     started = time.monotonic()
     order = sorted(tables, key=lambda t: (-(sizes or {}).get(t, 0), t))
     results: list[TableCopyResult] = []
     errors: dict[TableName, BaseException] = {}
+    warnings: list[str] = []
     lock = threading.Lock()
     queue = list(order)
     stop = threading.Event()
+    n_workers = max(1, min(workers, len(order)))
+    alive = [n_workers]
 
     def next_table() -> TableName | None:
         with lock:
@@ -256,44 +264,70 @@ def copy_tables(
                 return None
             return queue.pop(0)
 
+    def give_up(exc: BaseException) -> None:
+        """This worker cannot connect: the others take its share; the last one fails what is left."""
+        with lock:
+            alive[0] -= 1
+            warnings.append(f"a copy worker could not connect and left its tables to the others: {exc}")
+            if alive[0] == 0:
+                for table in queue:
+                    errors[table] = CopyError(f"table {table} was not copied: {exc}")
+                queue.clear()
+
     def worker() -> None:
+        while True:
+            with lock:
+                if stop.is_set() or not queue:
+                    return
+            # One source session per streak of tables: a failed COPY aborts the snapshot transaction,
+            # so after a failure the worker joins the snapshot again with a fresh session. Sessions
+            # open before a table is taken, so a failed connection never strands a table.
+            try:
+                src_conn = snapshot_session_connection(source_url, snapshot_id)
+            except Exception as exc:
+                give_up(exc)
+                return
+            try:
+                try:
+                    tgt_conn = connect(target_url, autocommit=True, application_name="dual-db copy")
+                except Exception as exc:
+                    give_up(exc)
+                    return
+                try:
+                    _copy_streak(src_conn, tgt_conn)
+                finally:
+                    tgt_conn.close()
+            finally:
+                close_snapshot_session(src_conn)
+
+    def _copy_streak(src_conn: psycopg.Connection, tgt_conn: psycopg.Connection) -> None:
+        """Copy tables on these sessions until the queue is empty or a table fails."""
         table = next_table()
         while table is not None:
-            # One source session per streak of tables: a failed COPY aborts the snapshot transaction,
-            # so after a failure the worker joins the snapshot again with a fresh session.
-            with (
-                snapshot_session(source_url, snapshot_id) as src_conn,
-                connection(target_url, autocommit=True, application_name="dual-db copy") as tgt_conn,
-            ):
-                while table is not None:
-                    try:
-                        result = copy_table(
-                            src_conn, tgt_conn, table, snapshot_id=snapshot_id, fingerprint=fingerprint
-                        )
-                    except Exception as exc:
-                        with lock:
-                            errors[table] = exc
-                        if stop_on_error:
-                            stop.set()
-                        table = next_table()
-                        break
-                    with lock:
-                        results.append(result)
-                    if on_result is not None:
-                        on_result(result)
-                    table = next_table()
+            try:
+                result = copy_table(src_conn, tgt_conn, table, snapshot_id=snapshot_id, fingerprint=fingerprint)
+            except Exception as exc:
+                with lock:
+                    errors[table] = exc
+                if stop_on_error:
+                    stop.set()
+                return
+            with lock:
+                results.append(result)
+            if on_result is not None:
+                on_result(result)
+            table = next_table()
 
-    n_workers = max(1, min(workers, len(order)))
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="dual-db-copy") as pool:
         futures: list[Future[None]] = [pool.submit(worker) for _ in range(n_workers)]
-    setup_errors = [f.exception() for f in futures if f.exception() is not None]
-    for table in queue:
-        cause = setup_errors[0] if setup_errors else None
-        errors.setdefault(
-            table,
-            CopyError(
+    crashed = [f.exception() for f in futures if f.exception() is not None]
+    # Whatever is left (stop_on_error, or a worker that died unexpectedly) is failed, never dropped.
+    done = {r.table for r in results} | set(errors)
+    for table in order:
+        if table not in done:
+            cause = crashed[0] if crashed else None
+            errors[table] = CopyError(
                 f"table {table} was not copied: "
                 + (str(cause) if cause else "an earlier failure stopped the run")
-            ),
-        )
-    return CopyRun(results=results, errors=errors, seconds=time.monotonic() - started)
+            )
+    return CopyRun(results=results, errors=errors, seconds=time.monotonic() - started, warnings=warnings)

@@ -121,23 +121,42 @@ def _current_wal_lsn(conn: psycopg.Connection) -> str | None:
         return None
 
 
-@contextmanager
-def snapshot_session(
+def snapshot_session_connection(
     url: DatabaseUrl, snapshot_id: str | None, *, application_name: str = "dual-db reader"
-) -> Iterator[psycopg.Connection]:
+) -> psycopg.Connection:
     """A read-only connection whose open transaction sees the exported snapshot `snapshot_id`.
 
     With `snapshot_id=None` the transaction takes its own snapshot (used by single-table runs that
-    need no coordination with other readers).
+    need no coordination with other readers). Close it with `close_snapshot_session`.
     """
     conn = connect(url, read_only=True, application_name=application_name)
     try:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         if snapshot_id is not None:
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def close_snapshot_session(conn: psycopg.Connection) -> None:
+    try:
+        if not conn.closed:
+            conn.rollback()
+    except psycopg.Error:
+        pass  # a broken session (server gone, backend terminated) has nothing to roll back
+    finally:
+        conn.close()
+
+
+@contextmanager
+def snapshot_session(
+    url: DatabaseUrl, snapshot_id: str | None, *, application_name: str = "dual-db reader"
+) -> Iterator[psycopg.Connection]:
+    """`snapshot_session_connection` as a context manager."""
+    conn = snapshot_session_connection(url, snapshot_id, application_name=application_name)
+    try:
         yield conn
     finally:
-        try:
-            conn.rollback()
-        finally:
-            conn.close()
+        close_snapshot_session(conn)

@@ -170,11 +170,19 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                 )
                 yield _materialize_result(key_of[item.table], item, checks, snapshot.as_metadata())
             assert run is not None
-            if run.errors:
-                detail = "; ".join(f"{t}: {e}" for t, e in sorted(run.errors.items()))
+            for warning in run.warnings:
+                context.log.warning(warning)
+            # Every selected table is copied or failed: a table in neither would be recorded as
+            # materialized by nothing and silently skipped downstream.
+            unaccounted = set(key_of) - {r.table for r in run.results} - set(run.errors)
+            failed = {**run.errors, **{t: "not copied (no worker reported it)" for t in unaccounted}}
+            if failed:
+                detail = "; ".join(f"{t}: {e}" for t, e in sorted(failed.items()))
                 raise dg.Failure(
-                    description=f"{len(run.errors)} table(s) failed to copy to {target}: {detail}",
-                    metadata={"failed_tables": [str(t) for t in sorted(run.errors)]},
+                    description=f"{len(failed)} of {len(key_of)} table(s) failed to copy to {target}: "
+                    f"{detail}. Re-materialize the failed tables (or run migrate again): a table that "
+                    "failed kept its previous contents.",
+                    metadata={"failed_tables": [str(t) for t in sorted(failed)]},
                 )
             context.log.info(f"copied {len(run.results)} table(s) to {target} in {run.seconds:.1f}s")
 
