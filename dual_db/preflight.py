@@ -4,26 +4,33 @@ its masked URL, and leaves every database as it was.
 - every server reachable;
 - the three URLs are three different databases (a target that is the source would be written to);
 - core has no `vector` extension; AI can install it;
-- a target holds no tables that dual-db did not create (unless replacing is configured).
+- a fresh target holds no tables (unless replacing is configured): tables there suggest a wrong URL;
+- a target that was cut over is never written to again.
 
-dual-db marks a target it prepared with a comment on the database, so a re-run recognises its own
-work and replaces it, while a database that belongs to something else is refused.
+dual-db marks a target it prepared with a comment on the database listing what it created
+(`dual_db.schema.ownership`), so a re-run recognises its own work and replaces only that, leaving
+whatever else is there alone.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import sql
 
-from dual_db.db.catalog import extension_available, installed_extension, list_tables
+from dual_db.db.catalog import (
+    extension_available,
+    has_triggers_or_foreign_keys,
+    installed_extension,
+    list_sequences,
+    list_tables,
+    regclass_literal,
+)
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
-
-MARKER_KEY = "dual_db_target"
+from dual_db.schema.ownership import TargetMarker, read_marker
 
 
 class GuardError(RuntimeError):
@@ -35,14 +42,20 @@ class TargetState:
     role: str
     url: DatabaseUrl
     tables: list[TableName]
-    marker: dict[str, str] | None
+    marker: TargetMarker | None
     vector_installed: str | None
     vector_available: str | None
     identity: tuple[str, ...]
 
     @property
     def created_by_dual_db(self) -> bool:
-        return bool(self.marker) and self.marker.get(MARKER_KEY) == self.role  # type: ignore[union-attr]
+        return self.marker is not None and self.marker.role == self.role
+
+    @property
+    def foreign_tables(self) -> list[TableName]:
+        """Tables here that dual-db did not create."""
+        owned = self.marker.tables if self.created_by_dual_db and self.marker else set()
+        return [t for t in self.tables if t not in owned]
 
 
 _IDENTITY_SQL = """
@@ -57,25 +70,6 @@ def database_identity(conn: psycopg.Connection) -> tuple[str, ...]:
     row = conn.execute(_IDENTITY_SQL).fetchone()
     assert row is not None
     return tuple(str(v) for v in row)
-
-
-def read_marker(conn: psycopg.Connection) -> dict[str, str] | None:
-    row = conn.execute(
-        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()"
-    ).fetchone()
-    if not row or not row[0]:
-        return None
-    try:
-        value = json.loads(row[0])
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) and MARKER_KEY in value else None
-
-
-def write_marker(conn: psycopg.Connection, role: str, source_database: str) -> None:
-    dbname = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
-    marker = json.dumps({MARKER_KEY: role, "source_database": source_database})
-    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(dbname), sql.Literal(marker)))
 
 
 def inspect_target(url: DatabaseUrl, role: str) -> TargetState:
@@ -104,16 +98,27 @@ def check_target(state: TargetState, *, replace_existing: bool) -> None:
             f"pgvector is not available on the AI server {state.url.masked()}: install the pgvector "
             "package on that server (or enable it on the managed service), then re-run."
         )
-    if state.tables and not state.created_by_dual_db and not replace_existing:
+    if state.marker is not None and state.marker.cutover_at:
+        raise GuardError(
+            f"the {state.role} database {state.url.masked()} was cut over at {state.marker.cutover_at}: "
+            "the application writes there now, and dual-db never writes to it again. Migrate into fresh "
+            "databases, or roll back first."
+        )
+    if state.marker is not None and not state.created_by_dual_db:
+        raise GuardError(
+            f"the {state.role} database {state.url.masked()} is marked as dual-db's {state.marker.role} "
+            f"target, not {state.role}: check the {state.role.upper()}_DATABASE_URL."
+        )
+    # A re-run leaves tables it did not create alone (the schema step names them); a fresh target with
+    # tables in it is more likely a wrong URL than a wish to share the database.
+    if state.tables and state.marker is None and not replace_existing:
         sample = ", ".join(str(t) for t in state.tables[:5])
         more = f" and {len(state.tables) - 5} more" if len(state.tables) > 5 else ""
-        other = ""
-        if state.marker:
-            other = f" (it is marked as dual-db's {state.marker.get(MARKER_KEY)} target, not {state.role})"
         raise GuardError(
             f"the {state.role} database {state.url.masked()} already holds {len(state.tables)} table(s) "
-            f"that dual-db did not create{other}: {sample}{more}. Point it at an empty database, or set "
-            "replace_existing: true in the settings resource to replace them."
+            f"that dual-db did not create: {sample}{more}. Point it at an empty database, or set "
+            "replace_existing: true in the settings resource to use it anyway (tables the plan routes "
+            "there are replaced; any other table is left alone)."
         )
 
 
@@ -138,22 +143,123 @@ def preflight(
     """Check the source and the given targets ('core', 'ai'). Reads only; raises GuardError."""
     with connection(source_url, read_only=True, application_name="dual-db preflight source") as conn:
         source_identity = database_identity(conn)
+        # The backup reads every table and sequence; the copy reads the planned ones.
+        check_source_privileges(conn, source_url, [info.table for info in list_tables(conn)])
     states = {role: inspect_target(url, role) for role, url in targets.items()}
     check_distinct(source_identity, list(states.values()))
     for state in states.values():
         check_target(state, replace_existing=replace_existing)
+        with connection(
+            state.url, autocommit=True, application_name=f"dual-db preflight {state.role}"
+        ) as conn:
+            check_target_ownership(conn, state.role, state.url)
+            if state.created_by_dual_db and state.marker is not None:
+                # A re-run copies into the tables it keeps, which carry their triggers and keys.
+                check_replica_role_privilege(conn, state.role, state.url, sorted(state.marker.tables))
     return states
 
 
-def reset_target(url: DatabaseUrl, schemas: list[str]) -> None:
-    """Drop what a previous run created in `schemas`, so the schema can be applied afresh.
+def _current_role(conn: psycopg.Connection) -> str:
+    row = conn.execute("SELECT current_user").fetchone()
+    return str(row[0]) if row else "?"
 
-    Only called after `check_target` passed: the target is dual-db's own, or replacing was asked for.
+
+def check_source_privileges(conn: psycopg.Connection, url: DatabaseUrl, tables: Sequence[TableName]) -> None:
+    """The source role can read every planned table and the sequences they use (pg_dump reads both).
+
+    Raises GuardError naming the role and the exact GRANTs missing. Reads only.
     """
-    with connection(url, autocommit=True, application_name="dual-db reset") as conn, conn.transaction():
-        for schema in schemas:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-            if schema == "public":
-                # As initdb creates it (PostgreSQL 15+): owned by the database owner, usable by all.
-                conn.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
-                conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+    role = _current_role(conn)
+    missing: list[str] = []
+    for table in tables:
+        row = conn.execute(
+            "SELECT has_schema_privilege(%(schema)s, 'USAGE'), has_table_privilege(%(rel)s, 'SELECT')",
+            {"schema": table.schema, "rel": regclass_literal(table)},
+        ).fetchone()
+        if row is None:
+            continue
+        if not row[0]:
+            missing.append(f"GRANT USAGE ON SCHEMA {sql_ident(table.schema)} TO {sql_ident(role)}")
+        elif not row[1]:
+            missing.append(f"GRANT SELECT ON {table.qualified} TO {sql_ident(role)}")
+    for sequence in list_sequences(conn, with_values=False):
+        readable = conn.execute(
+            "SELECT has_sequence_privilege(%s, 'SELECT')", (regclass_literal(sequence.sequence),)
+        ).fetchone()
+        if readable and not readable[0]:
+            missing.append(f"GRANT SELECT ON SEQUENCE {sequence.sequence.qualified} TO {sql_ident(role)}")
+    if missing:
+        grants = "; ".join(dict.fromkeys(missing))
+        raise GuardError(
+            f"the source role {role} on {url.masked()} cannot read {len(missing)} object(s) dual-db must "
+            f"copy: {grants}. Run those (as the tables' owner), or connect as a role that can."
+        )
+
+
+def needs_replica_role(conn: psycopg.Connection, tables: Sequence[TableName]) -> list[TableName]:
+    """Tables whose load must skip triggers and foreign-key checks (they exist on the target)."""
+    return [t for t in tables if has_triggers_or_foreign_keys(conn, t)]
+
+
+def check_replica_role_privilege(
+    conn: psycopg.Connection, role_name: str, url: DatabaseUrl, tables: Sequence[TableName]
+) -> None:
+    """Loading into a table that has triggers or foreign keys sets `session_replication_role`, which
+    needs superuser or, since PostgreSQL 15, `GRANT SET ON PARAMETER`. Raises GuardError before any
+    write when the target role has neither."""
+    blocked = needs_replica_role(conn, tables)
+    if not blocked:
+        return
+    row = conn.execute(
+        "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+        "current_setting('server_version_num')::int"
+    ).fetchone()
+    assert row is not None
+    user, superuser, version = str(row[0]), bool(row[1]), int(row[2])
+    if superuser:
+        return
+    if version >= 150000:
+        allowed = conn.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')").fetchone()
+        if allowed and allowed[0]:
+            return
+        fix = (
+            f"GRANT SET ON PARAMETER session_replication_role TO {sql_ident(user)} (as a superuser or the "
+            "managed service's admin role)"
+        )
+    else:
+        fix = "connect as a superuser (PostgreSQL before 15 has no GRANT SET ON PARAMETER)"
+    names = ", ".join(str(t) for t in blocked[:5]) + (
+        f" and {len(blocked) - 5} more" if len(blocked) > 5 else ""
+    )
+    raise GuardError(
+        f"the {role_name} role {user} on {url.masked()} may not set session_replication_role, which "
+        f"loading {names} needs (they have triggers or foreign keys, which a load must not fire): {fix}."
+    )
+
+
+def check_target_ownership(conn: psycopg.Connection, role_name: str, url: DatabaseUrl) -> None:
+    """dual-db marks its targets with COMMENT ON DATABASE, which only the database's owner may run."""
+    row = conn.execute(
+        "SELECT current_user, pg_has_role(current_user, d.datdba, 'USAGE'), "
+        "has_database_privilege(current_database(), 'CREATE'), pg_get_userbyid(d.datdba) "
+        "FROM pg_database d WHERE d.datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    user, owns, can_create, owner = str(row[0]), bool(row[1]), bool(row[2]), str(row[3])
+    if not owns:
+        raise GuardError(
+            f"the {role_name} role {user} does not own the database {url.masked()} (its owner is {owner}): "
+            f"dual-db records what it created there with COMMENT ON DATABASE, which needs ownership. "
+            f"Run ALTER DATABASE {sql_ident(url.dbname or '')} OWNER TO {sql_ident(user)}, or connect as "
+            f"{owner}."
+        )
+    if not can_create:
+        raise GuardError(
+            f"the {role_name} role {user} may not create schemas in {url.masked()}: "
+            f"GRANT CREATE ON DATABASE {sql_ident(url.dbname or '')} TO {sql_ident(user)}."
+        )
+
+
+def sql_ident(name: str) -> str:
+    """An identifier quoted for a message the user pastes into psql (never executed by dual-db)."""
+    return TableName("public", name).display

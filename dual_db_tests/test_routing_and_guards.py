@@ -8,7 +8,8 @@ import pytest
 
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
-from dual_db.preflight import GuardError, preflight, reset_target, write_marker
+from dual_db.preflight import GuardError, preflight
+from dual_db.schema.ownership import OwnedObject, TargetMarker, mark_cut_over, write_marker
 from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan, RoutingPlanError, discover
 from dual_db_tests.conftest import Databases
 
@@ -94,18 +95,25 @@ def test_target_with_foreign_tables_is_refused_unless_replacing(databases: Datab
     assert states["ai"].tables == [TableName("public", "someone_elses")]
 
 
-def test_target_marked_by_dual_db_is_accepted_and_reset(databases: Databases) -> None:
+def test_target_marked_by_dual_db_is_accepted_only_in_its_role(databases: Databases) -> None:
     with connection(databases.core, autocommit=True) as conn:
         conn.execute("CREATE TABLE ours (id int)")
-        write_marker(conn, "core", "sigmasight")
+        conn.execute("CREATE TABLE theirs (id int)")
+        write_marker(conn, TargetMarker("core", "sigmasight", objects=(OwnedObject("table", "public.ours"),)))
     states = preflight(databases.source, {"core": databases.core})
     assert states["core"].created_by_dual_db
+    assert states["core"].foreign_tables == [TableName("public", "theirs")]
     # ... but the same database offered as the AI target is not AI's
     with pytest.raises(GuardError, match="marked as dual-db's core target"):
         preflight(databases.source, {"ai": databases.core})
-    reset_target(databases.core, ["public"])
-    with connection(databases.core) as conn:
-        assert conn.execute("SELECT to_regclass('public.ours')").fetchone() == (None,)
+
+
+def test_a_target_that_was_cut_over_is_refused_even_when_replacing(databases: Databases) -> None:
+    with connection(databases.core, autocommit=True) as conn:
+        write_marker(conn, TargetMarker("core", "sigmasight"))
+        mark_cut_over(conn)
+    with pytest.raises(GuardError, match="was cut over at .*never writes to it again"):
+        preflight(databases.source, {"core": databases.core}, replace_existing=True)
 
 
 def test_same_database_twice_is_refused(databases: Databases) -> None:

@@ -305,7 +305,9 @@ def copy_tables(
         table = next_table()
         while table is not None:
             try:
-                result = copy_table(src_conn, tgt_conn, table, snapshot_id=snapshot_id, fingerprint=fingerprint)
+                result = copy_table(
+                    src_conn, tgt_conn, table, snapshot_id=snapshot_id, fingerprint=fingerprint
+                )
             except Exception as exc:
                 with lock:
                     errors[table] = exc

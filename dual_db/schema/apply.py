@@ -6,11 +6,13 @@ script run statement by statement inside one transaction either creates everythi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg
 
 from dual_db.db.connect import connect
 from dual_db.db.urls import DatabaseUrl
-from dual_db.schema.statements import statements_of
+from dual_db.schema.statements import Statement, statements_of
 
 _HEAD = 200
 
@@ -40,6 +42,22 @@ def _server_message(exc: psycopg.Error) -> str:
     return " ".join(parts)
 
 
+def execute_statements(conn: psycopg.Connection, url: DatabaseUrl, statements: Sequence[Statement]) -> int:
+    """Execute `statements` on `conn` in order; a failure raises SchemaApplyError naming the statement.
+
+    The caller owns the transaction: inside one, a failure leaves nothing of the script behind.
+    """
+    with conn.cursor() as cur:
+        for number, st in enumerate(statements, start=1):
+            try:
+                # The statement text is executed as written (no parameters, so psycopg does not
+                # interpret `%`); it comes from a parsed script, never from string formatting.
+                cur.execute(st.text)  # type: ignore[arg-type]
+            except psycopg.Error as exc:
+                raise SchemaApplyError(url, number, len(statements), st.text, _server_message(exc)) from exc
+    return len(statements)
+
+
 def apply_sql(url: DatabaseUrl, sql_text: str, *, single_transaction: bool = True) -> int:
     """Execute every statement of `sql_text` on `url`; returns how many ran.
 
@@ -53,18 +71,12 @@ def apply_sql(url: DatabaseUrl, sql_text: str, *, single_transaction: bool = Tru
         return 0
     conn = connect(url, autocommit=not single_transaction, application_name="dual-db schema apply")
     try:
-        with conn.cursor() as cur:
-            for number, st in enumerate(statements, start=1):
-                try:
-                    # The statement text is executed as written (no parameters, so psycopg does not
-                    # interpret `%`); it comes from a parsed script, never from string formatting.
-                    cur.execute(st.text)  # type: ignore[arg-type]
-                except psycopg.Error as exc:
-                    if not conn.autocommit:
-                        conn.rollback()
-                    raise SchemaApplyError(
-                        url, number, len(statements), st.text, _server_message(exc)
-                    ) from exc
+        try:
+            execute_statements(conn, url, statements)
+        except SchemaApplyError:
+            if not conn.autocommit:
+                conn.rollback()
+            raise
         if not conn.autocommit:
             conn.commit()
     finally:

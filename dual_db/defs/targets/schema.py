@@ -16,9 +16,9 @@ from dual_db.copy.post_data import build_post_data
 from dual_db.db.connect import connection, server_version_num
 from dual_db.defs.constants import POST_DATA_ASSETS, SCHEMA_ASSETS, SOURCE_SCHEMA_DUMP, table_key
 from dual_db.defs.state import required_metadata
-from dual_db.preflight import preflight, reset_target, write_marker
+from dual_db.preflight import preflight
 from dual_db.routing import RoutingPlan
-from dual_db.schema.apply import apply_sql
+from dual_db.schema.ownership import prepare_target
 from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
 
 
@@ -48,9 +48,7 @@ def build_schema_asset(target: str) -> dg.AssetsDefinition:
         source, settings = context.resources.source, context.resources.settings
         target_db = getattr(context.resources, target)
         url = target_db.database_url()
-        state = preflight(source.database_url(), {target: url}, replace_existing=settings.replace_existing)[
-            target
-        ]
+        preflight(source.database_url(), {target: url}, replace_existing=settings.replace_existing)
         with connection(url, autocommit=True) as conn:
             target_version = server_version_num(conn) // 10000
         split = _split_for(context, target_version, target_version)
@@ -67,17 +65,29 @@ def build_schema_asset(target: str) -> dg.AssetsDefinition:
         (out_dir / "pre_data.sql").write_text(pre)
         for part, text in post.in_order():
             (out_dir / f"post_data_{part}.sql").write_text(text)
-        if state.tables:
-            context.log.info(f"replacing {len(state.tables)} table(s) in {target_db.masked_url}")
-            reset_target(url, sorted({t.schema for t in state.tables} | {"public"}))
         started = time.monotonic()
-        applied = apply_sql(url, pre)
-        with connection(url, autocommit=True) as conn:
-            write_marker(conn, target, source.database_url().dbname or "")
+        preparation = prepare_target(
+            url,
+            target,
+            pre,
+            source_database=source.database_url().dbname or "",
+            planned_tables=RoutingPlan.load().tables(target),
+            replace_existing=settings.replace_existing,
+            log=context.log.warning,
+        )
+        if preparation.kept:
+            context.log.info(
+                f"{target} schema unchanged since the previous copy into {target_db.masked_url}: nothing "
+                "dropped; each table keeps its previous contents until its new copy commits"
+            )
         metadata: dict[str, Any] = {
             "target": target_db.masked_url,
             "target_version": target_version,
-            "statements": applied,
+            "statements": preparation.statements,
+            "schema_kept": preparation.kept,
+            "objects_created": len(preparation.created),
+            "objects_dropped": len(preparation.dropped),
+            "left_alone": dg.MetadataValue.json([str(t) for t in preparation.left_alone]),
             "seconds": round(time.monotonic() - started, 3),
             "pre_data_path": dg.MetadataValue.path(str(out_dir / "pre_data.sql")),
             "post_data_dir": dg.MetadataValue.path(str(out_dir)),

@@ -19,6 +19,8 @@ from dual_db.db.catalog import list_tables, table_columns
 from dual_db.db.names import TableName
 from dual_db.defs.constants import CHECKSUM_PARITY, COUNT_PARITY, SCHEMA_ASSETS, SOURCE_POOL, table_key
 from dual_db.defs.state import latest_metadata
+from dual_db.preflight import GuardError, check_replica_role_privilege
+from dual_db.schema.ownership import OwnershipError, owned_tables_guard
 from dual_db.verify.fingerprint import Fingerprint, table_fingerprint
 from dual_db.verify.table_checks import TableCheck, table_checks
 
@@ -147,6 +149,14 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
             with source.get_connection() as conn:
                 sizes = {info.table: info.bytes for info in list_tables(conn)}
             key_of = {by_key[key]: key for key in selected}
+            # Only into tables dual-db created there, never after a cutover, and only where the load
+            # may skip triggers and foreign keys: refused before anything is written.
+            with target_db.get_connection(autocommit=True) as conn:
+                try:
+                    owned_tables_guard(conn, target, target_db.database_url(), list(key_of))
+                    check_replica_role_privilege(conn, target, target_db.database_url(), list(key_of))
+                except (OwnershipError, GuardError) as exc:
+                    raise dg.Failure(description=str(exc)) from None
             run: CopyRun | None = None
             for item in _run_copy_in_background(
                 source_url=source.database_url(),
