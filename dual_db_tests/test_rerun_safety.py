@@ -142,3 +142,61 @@ def test_after_cutover_every_write_is_refused(environment: Databases) -> None:  
         assert "was cut over" in _failure_text(one_table)
         # The application's write is still there.
         assert _count(dbs.core, "users") == 51
+
+
+def test_guards_run_before_the_backup(environment: Databases, tmp_path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A refused run (here: vector already in core) dumps nothing: the guards run first."""
+    with connection(environment.core, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+    with dg.DagsterInstance.ephemeral() as instance:
+        refused = _run("migrate", instance)
+        assert not refused.success
+        assert "already has the vector extension" in _failure_text(refused)
+    assert not list((tmp_path / ".dual_db" / "dumps").glob("*/full_backup"))
+
+
+def test_backups_are_kept_to_keep_backups(environment: Databases, tmp_path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from dual_db.definitions import build_definitions
+    from dual_db.routing import RoutingPlan
+
+    job = build_definitions(RoutingPlan.load()).resolve_job_def("migrate")
+    config = {"resources": {"settings": {"config": {"keep_backups": 2}}}}
+    with dg.DagsterInstance.ephemeral() as instance:
+        for _ in range(3):
+            assert job.execute_in_process(instance=instance, run_config=config).success
+    assert len(list((tmp_path / ".dual_db" / "dumps").glob("*/full_backup"))) == 2
+
+
+def test_the_source_snapshot_is_released_after_the_last_copy(environment: Databases) -> None:  # noqa: F811
+    """The snapshot holds back the source's vacuum and locks every table: it must be gone before
+    indexes are built and checks run, not held to the end of the run."""
+    seen_at: list[float] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with connection(environment.source, autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dual-db snapshot'"
+                ).fetchone()
+                if row and row[0]:
+                    seen_at.append(time.time())
+                time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = _run("migrate", instance)
+            assert result.success
+            starts = {
+                e.step_key: e.timestamp
+                for e in instance.all_logs(result.run_id)
+                if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START
+            }
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen_at, "the snapshot session was never seen"
+    first_post_data = min(starts["core__post_data"], starts["ai__vector_indexes"])
+    assert max(seen_at) < first_post_data

@@ -9,8 +9,8 @@ import pytest
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
 from dual_db.preflight import GuardError, preflight
-from dual_db.schema.ownership import OwnedObject, TargetMarker, mark_cut_over, write_marker
 from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan, RoutingPlanError, discover
+from dual_db.schema.ownership import OwnedObject, TargetMarker, mark_cut_over, write_marker
 from dual_db_tests.conftest import Databases
 
 
@@ -112,7 +112,7 @@ def test_a_target_that_was_cut_over_is_refused_even_when_replacing(databases: Da
     with connection(databases.core, autocommit=True) as conn:
         write_marker(conn, TargetMarker("core", "sigmasight"))
         mark_cut_over(conn)
-    with pytest.raises(GuardError, match="was cut over at .*never writes to it again"):
+    with pytest.raises(GuardError, match=r"was cut over at .*never writes to it again"):
         preflight(databases.source, {"core": databases.core}, replace_existing=True)
 
 

@@ -144,3 +144,32 @@ def test_failures_carry_stderr_but_never_the_password(
         dump_schema_sections(url, bin_dir=pg_bin_dir(18), snapshot="00000003-00000002-1")
     assert "snapshot" in str(tool_info.value).lower()
     assert url.password not in str(tool_info.value)
+
+
+def test_a_failed_backup_leaves_nothing_behind(databases: Databases, tmp_path: Path) -> None:
+    _create(databases.source, "positions")
+    with pytest.raises(PgToolError):
+        dump_full_backup(
+            databases.source, tmp_path / "backup", bin_dir=pg_bin_dir(18), snapshot="00000003-00000002-1"
+        )
+    assert not (tmp_path / "backup").exists()
+
+
+def test_old_backups_are_pruned_to_the_newest_n(databases: Databases, tmp_path: Path) -> None:
+    import os
+
+    from dual_db.schema.dump import prune_backups
+
+    _create(databases.source, "positions")
+    paths = []
+    for n in range(4):
+        result = dump_full_backup(
+            databases.source, tmp_path / f"run{n}" / "full_backup", bin_dir=pg_bin_dir(18)
+        )
+        os.utime(result.path, (1_000_000 + n, 1_000_000 + n))  # run3 newest
+        paths.append(result.path)
+    (tmp_path / "run9" / "schema").mkdir(parents=True)  # not a backup: never touched
+    deleted = prune_backups(tmp_path, 2, current=paths[3])
+    assert sorted(deleted) == sorted(paths[:2])
+    assert [p.exists() for p in paths] == [False, False, True, True]
+    assert (tmp_path / "run9" / "schema").is_dir()

@@ -28,6 +28,10 @@ VERIFY_JOB = "verify"
 # Concurrency pool for steps that read the source: one heavy reader at a time per target server.
 SOURCE_POOL = "dual_db_source"
 
+# The steps that read the source's exported snapshot (dumps, table copies); once every one of them in a
+# run is done, the snapshot is released.
+SNAPSHOT_READER_STEPS = frozenset({"source__full_backup", "source__schema_dump", "core_tables", "ai_tables"})
+
 SCHEMA_ASSETS = {"core": CORE_SCHEMA, "ai": AI_SCHEMA}
 POST_DATA_ASSETS = {"core": CORE_POST_DATA, "ai": AI_VECTOR_INDEXES}
 

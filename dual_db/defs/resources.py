@@ -83,6 +83,11 @@ class MigrationSettings(dg.ConfigurableResource):
         default=False,
         description="Allow replacing tables in a target that dual-db did not create.",
     )
+    keep_backups: int = Field(
+        default=3,
+        description="How many full backups to keep under dumps_dir (older ones are deleted after a "
+        "new backup succeeds; a failed backup leaves nothing behind).",
+    )
     max_index_memory: str = Field(
         default="1GB",
         description="Upper bound for maintenance_work_mem when building vector indexes.",
@@ -98,13 +103,17 @@ class MigrationSettings(dg.ConfigurableResource):
 class SourceSnapshot(dg.ConfigurableResource):
     """The run's one consistent view of the source: an exported snapshot held open for the run.
 
-    Opened lazily by the first step that asks for it, closed when the run ends. The code location
-    runs in-process (see definitions.py), so every step of a run shares this one snapshot.
+    Opened lazily by the first step that asks for it. The code location runs in-process (see
+    definitions.py), so every step of a run shares this one snapshot. It is released as soon as the
+    last step of the run that reads it is done (`release_after`), not at the end of the run: an open
+    snapshot holds back the source's vacuum horizon and keeps ACCESS SHARE locks on every table,
+    which must not last through index builds and verification.
     """
 
     source: SourceDatabase
 
     _holder: SnapshotHolder | None = PrivateAttr(default=None)
+    _finished_readers: set[str] = PrivateAttr(default_factory=set)
 
     def get(self) -> ExportedSnapshot:
         if self._holder is None:
@@ -115,7 +124,23 @@ class SourceSnapshot(dg.ConfigurableResource):
             self._holder = SnapshotHolder(url, lock_tables=tables)
         return self._holder.snapshot
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+    @property
+    def is_open(self) -> bool:
+        return self._holder is not None
+
+    def release_after(self, context: dg.AssetExecutionContext, reader_steps: frozenset[str]) -> None:
+        """Called by every step in `reader_steps` when it is done, whether it succeeded or not: closes
+        the snapshot once no step of this run that reads it is left to run."""
+        self._finished_readers.add(str(context.op_execution_context.op_handle))
+        plan = context.instance.get_execution_plan_snapshot(context.run.execution_plan_snapshot_id)
+        readers_in_run = set(plan.step_keys_to_execute) & reader_steps
+        if readers_in_run <= self._finished_readers:
+            self.close()
+
+    def close(self) -> None:
         if self._holder is not None:
             self._holder.close()
             self._holder = None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -204,7 +205,33 @@ def dump_full_backup(
     if snapshot:
         args.append(f"--snapshot={snapshot}")
     started = time.monotonic()
-    _result, argv = _run_tool(bin_dir, "pg_dump", url, args, timeout=timeout)
+    try:
+        _result, argv = _run_tool(bin_dir, "pg_dump", url, args, timeout=timeout)
+    except BaseException:
+        # A partial backup restores nothing: never leave one behind to be mistaken for a good one.
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     seconds = time.monotonic() - started
     size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
     return BackupResult(path=out_dir, bytes=size, seconds=seconds, pg_dump_version=version, command=argv)
+
+
+def prune_backups(dumps_dir: Path, keep: int, *, current: Path | None = None) -> list[Path]:
+    """Delete all but the `keep` newest `<run id>/full_backup` directories under `dumps_dir` (the
+    current one always stays); returns what was deleted."""
+    backups = sorted(
+        (p for p in Path(dumps_dir).glob("*/full_backup") if p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    kept = 0
+    deleted: list[Path] = []
+    for path in backups:
+        if current is not None and path.resolve() == current.resolve():
+            continue
+        if kept < max(0, keep - (1 if current is not None else 0)):
+            kept += 1
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        deleted.append(path)
+    return deleted

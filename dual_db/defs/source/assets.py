@@ -4,12 +4,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from dual_db.defs.constants import SOURCE_FULL_BACKUP, SOURCE_POOL, SOURCE_SCHEMA_DUMP
+from dual_db.defs.constants import (
+    SNAPSHOT_READER_STEPS,
+    SOURCE_FULL_BACKUP,
+    SOURCE_POOL,
+    SOURCE_SCHEMA_DUMP,
+)
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
 from dual_db.preflight import preflight
 from dual_db.schema.dump import (
     dump_full_backup,
     dump_schema_sections,
+    prune_backups,
     resolve_pg_bin_dir,
 )
 
@@ -27,6 +33,8 @@ def _pg_bin_dir(settings: MigrationSettings) -> Path:
 
 @dg.asset(
     key=SOURCE_FULL_BACKUP,
+    # After the schema dump, which runs every guard: a typo in a URL must not first dump the source.
+    deps=[SOURCE_SCHEMA_DUMP],
     group_name="source",
     kinds={"postgres"},
     pool=SOURCE_POOL,
@@ -42,14 +50,19 @@ def full_backup(
     bin_dir = _pg_bin_dir(settings)
     exported = snapshot.get()
     out_dir = run_dir(settings, context.run.run_id) / "full_backup"
-    result = dump_full_backup(
-        source.database_url(),
-        out_dir,
-        bin_dir=bin_dir,
-        jobs=settings.backup_jobs,
-        snapshot=exported.snapshot_id,
-    )
+    try:
+        result = dump_full_backup(
+            source.database_url(),
+            out_dir,
+            bin_dir=bin_dir,
+            jobs=settings.backup_jobs,
+            snapshot=exported.snapshot_id,
+        )
+    finally:
+        snapshot.release_after(context, SNAPSHOT_READER_STEPS)
     context.log.info(f"full backup of {source.masked_url}: {result.bytes} bytes in {result.seconds:.1f}s")
+    for pruned in prune_backups(settings.dumps_path(), settings.keep_backups, current=result.path):
+        context.log.info(f"deleted an older backup (keep_backups={settings.keep_backups}): {pruned}")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(result.path)),
@@ -85,7 +98,10 @@ def schema_dump(
     )
     bin_dir = _pg_bin_dir(settings)
     exported = snapshot.get()
-    sections = dump_schema_sections(source.database_url(), bin_dir=bin_dir, snapshot=exported.snapshot_id)
+    try:
+        sections = dump_schema_sections(source.database_url(), bin_dir=bin_dir, snapshot=exported.snapshot_id)
+    finally:
+        snapshot.release_after(context, SNAPSHOT_READER_STEPS)
     out_dir = run_dir(settings, context.run.run_id) / "schema"
     out_dir.mkdir(parents=True, exist_ok=True)
     pre_path, post_path = out_dir / "pre_data.sql", out_dir / "post_data.sql"

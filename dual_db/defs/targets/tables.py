@@ -17,7 +17,14 @@ from dual_db.copy.engine import CopyRun, TableCopyResult, copy_tables
 from dual_db.copy.snapshot import snapshot_session
 from dual_db.db.catalog import list_tables, table_columns
 from dual_db.db.names import TableName
-from dual_db.defs.constants import CHECKSUM_PARITY, COUNT_PARITY, SCHEMA_ASSETS, SOURCE_POOL, table_key
+from dual_db.defs.constants import (
+    CHECKSUM_PARITY,
+    COUNT_PARITY,
+    SCHEMA_ASSETS,
+    SNAPSHOT_READER_STEPS,
+    SOURCE_POOL,
+    table_key,
+)
 from dual_db.defs.state import latest_metadata
 from dual_db.preflight import GuardError, check_replica_role_privilege
 from dual_db.schema.ownership import OwnershipError, owned_tables_guard
@@ -141,60 +148,66 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
         settings = context.resources.settings
         selected = [key for key in by_key if key in context.selected_asset_keys]
         if selected:
-            snapshot = context.resources.snapshot.get()
-            context.log.info(
-                f"copying {len(selected)} table(s) to {target} at {target_db.masked_url} "
-                f"from snapshot {snapshot.snapshot_id}"
-            )
-            with source.get_connection() as conn:
-                sizes = {info.table: info.bytes for info in list_tables(conn)}
-            key_of = {by_key[key]: key for key in selected}
-            # Only into tables dual-db created there, never after a cutover, and only where the load
-            # may skip triggers and foreign keys: refused before anything is written.
-            with target_db.get_connection(autocommit=True) as conn:
-                try:
-                    owned_tables_guard(conn, target, target_db.database_url(), list(key_of))
-                    check_replica_role_privilege(conn, target, target_db.database_url(), list(key_of))
-                except (OwnershipError, GuardError) as exc:
-                    raise dg.Failure(description=str(exc)) from None
-            run: CopyRun | None = None
-            for item in _run_copy_in_background(
-                source_url=source.database_url(),
-                target_url=target_db.database_url(),
-                tables=list(key_of),
-                snapshot_id=snapshot.snapshot_id,
-                workers=settings.copy_workers,
-                sizes=sizes,
-            ):
-                if isinstance(item, CopyRun):
-                    run = item
-                    continue
-                checks = table_checks(
-                    item.source_fingerprint,
-                    item.target_fingerprint,
-                    item.table,
-                    item.columns,
+            try:
+                snapshot = context.resources.snapshot.get()
+                context.log.info(
+                    f"copying {len(selected)} table(s) to {target} at {target_db.masked_url} "
+                    f"from snapshot {snapshot.snapshot_id}"
+                )
+                with source.get_connection() as conn:
+                    sizes = {info.table: info.bytes for info in list_tables(conn)}
+                key_of = {by_key[key]: key for key in selected}
+                # Only into tables dual-db created there, never after a cutover, and only where the load
+                # may skip triggers and foreign keys: refused before anything is written.
+                with target_db.get_connection(autocommit=True) as conn:
+                    try:
+                        owned_tables_guard(conn, target, target_db.database_url(), list(key_of))
+                        check_replica_role_privilege(conn, target, target_db.database_url(), list(key_of))
+                    except (OwnershipError, GuardError) as exc:
+                        raise dg.Failure(description=str(exc)) from None
+                run: CopyRun | None = None
+                for item in _run_copy_in_background(
                     source_url=source.database_url(),
                     target_url=target_db.database_url(),
+                    tables=list(key_of),
                     snapshot_id=snapshot.snapshot_id,
-                )
-                yield _materialize_result(key_of[item.table], item, checks, snapshot.as_metadata())
-            assert run is not None
-            for warning in run.warnings:
-                context.log.warning(warning)
-            # Every selected table is copied or failed: a table in neither would be recorded as
-            # materialized by nothing and silently skipped downstream.
-            unaccounted = set(key_of) - {r.table for r in run.results} - set(run.errors)
-            failed = {**run.errors, **{t: "not copied (no worker reported it)" for t in unaccounted}}
-            if failed:
-                detail = "; ".join(f"{t}: {e}" for t, e in sorted(failed.items()))
-                raise dg.Failure(
-                    description=f"{len(failed)} of {len(key_of)} table(s) failed to copy to {target}: "
-                    f"{detail}. Re-materialize the failed tables (or run migrate again): a table that "
-                    "failed kept its previous contents.",
-                    metadata={"failed_tables": [str(t) for t in sorted(failed)]},
-                )
-            context.log.info(f"copied {len(run.results)} table(s) to {target} in {run.seconds:.1f}s")
+                    workers=settings.copy_workers,
+                    sizes=sizes,
+                ):
+                    if isinstance(item, CopyRun):
+                        run = item
+                        continue
+                    checks = table_checks(
+                        item.source_fingerprint,
+                        item.target_fingerprint,
+                        item.table,
+                        item.columns,
+                        source_url=source.database_url(),
+                        target_url=target_db.database_url(),
+                        snapshot_id=snapshot.snapshot_id,
+                    )
+                    yield _materialize_result(key_of[item.table], item, checks, snapshot.as_metadata())
+                assert run is not None
+                for warning in run.warnings:
+                    context.log.warning(warning)
+                # Every selected table is copied or failed: a table in neither would be recorded as
+                # materialized by nothing and silently skipped downstream.
+                unaccounted = set(key_of) - {r.table for r in run.results} - set(run.errors)
+                failed = {**run.errors, **{t: "not copied (no worker reported it)" for t in unaccounted}}
+                if failed:
+                    detail = "; ".join(f"{t}: {e}" for t, e in sorted(failed.items()))
+                    raise dg.Failure(
+                        description=f"{len(failed)} of {len(key_of)} table(s) failed to copy to {target}: "
+                        f"{detail}. Re-materialize the failed tables (or run migrate again): a table that "
+                        "failed kept its previous contents.",
+                        metadata={"failed_tables": [str(t) for t in sorted(failed)]},
+                    )
+                context.log.info(f"copied {len(run.results)} table(s) to {target} in {run.seconds:.1f}s")
+            finally:
+                # The last table read: the source's snapshot is not held through indexes and checks.
+                context.resources.snapshot.release_after(context, SNAPSHOT_READER_STEPS)
+        else:
+            context.resources.snapshot.release_after(context, SNAPSHOT_READER_STEPS)
 
         # Checks selected without their asset: re-check the target now against the recorded source.
         check_only = [
