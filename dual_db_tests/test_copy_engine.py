@@ -6,10 +6,10 @@ import psycopg
 import pytest
 
 from dual_db.copy.engine import CopyError, align_all_sequences, copy_tables
-from dual_db.copy.snapshot import SnapshotHolder
 from dual_db.db.connect import connection
+from dual_db.db.fingerprint import table_fingerprint
 from dual_db.db.names import TableName
-from dual_db.verify.fingerprint import table_fingerprint
+from dual_db.db.snapshot import SnapshotHolder
 from dual_db_tests.conftest import Databases
 
 SCHEMA = """
@@ -170,7 +170,7 @@ def test_missing_target_table_and_column_fail_by_name(pair: Databases) -> None:
 
 def test_source_sessions_are_read_only(pair: Databases) -> None:
     with SnapshotHolder(pair.source) as snapshot:
-        from dual_db.copy.snapshot import snapshot_session
+        from dual_db.db.snapshot import snapshot_session
 
         with snapshot_session(pair.source, snapshot.snapshot_id) as conn:
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):

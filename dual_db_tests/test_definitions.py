@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 
@@ -58,3 +60,86 @@ def test_asset_and_check_keys_are_the_documented_ones() -> None:
     # The table assets are one subsettable multi-asset per target, so one table can be re-materialized.
     core_tables = graph.get(dg.AssetKey(["core", "positions"])).assets_def
     assert core_tables.can_subset and len(core_tables.keys) == 40
+
+
+SNAPSHOT_FILE = Path(__file__).parent / "snapshots" / "definitions.json"
+
+
+def _describe(defs: dg.Definitions) -> dict[str, object]:
+    """Every asset (group, deps, kinds), every check (blocking), every job and its selection."""
+    graph = defs.resolve_asset_graph()
+    assets = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "group": node.group_name,
+            "deps": sorted(d.to_user_string() for d in node.parent_keys),
+            "kinds": sorted(node.kinds),
+            "skippable": node.assets_def.specs_by_key[key].skippable,
+        }
+    checks = {}
+    for check_key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
+        spec = graph.get_check_spec(check_key)
+        checks[f"{check_key.asset_key.to_user_string()}:{check_key.name}"] = {"blocking": spec.blocking}
+    jobs = {}
+    for job in sorted(defs.resolve_all_job_defs(), key=lambda j: j.name):
+        if job.name.startswith("__"):
+            continue
+        jobs[job.name] = sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys)
+    return {"assets": assets, "checks": checks, "jobs": jobs}
+
+
+def test_definitions_match_the_snapshot() -> None:
+    """Any change to an asset, check, group, dependency or job shows up here as a reviewed diff.
+    After an intended change: DUAL_DB_UPDATE_SNAPSHOTS=1 make test, and commit the file."""
+    described = _describe(build_definitions(RoutingPlan.load(DEFAULT_PLAN_FILE)))
+    if os.environ.get("DUAL_DB_UPDATE_SNAPSHOTS"):
+        SNAPSHOT_FILE.write_text(json.dumps(described, indent=1, sort_keys=True) + "\n")
+    assert described == json.loads(SNAPSHOT_FILE.read_text())
+
+
+def test_definitions_run_with_the_plan_they_were_built_from() -> None:
+    """A plan object, not the file on disk, decides the assets and the routing check."""
+    plan = RoutingPlan.load(DEFAULT_PLAN_FILE)
+    smaller = RoutingPlan(core=plan.core[:2], ai=plan.ai[:1], exclude=[], soft_references=[])
+    graph = build_definitions(smaller).resolve_asset_graph()
+    tables = {k.to_user_string() for k in graph.get_all_asset_keys()} - {
+        "source/full_backup",
+        "source/schema_dump",
+        "core/schema",
+        "ai/schema",
+        "core/post_data",
+        "ai/vector_indexes",
+        "verification_report",
+    }
+    assert tables == {f"core/{t.asset_name}" for t in plan.core[:2]} | {f"ai/{plan.ai[0].asset_name}"}
+
+
+def test_engines_never_import_dagster_or_a_layer_above_them() -> None:
+    """db/ is the bottom; schema/, copy/ and verify/ use only db/ (and their own modules); none of
+    them imports Dagster. Checked on the import statements of every module."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "dual_db"
+    allowed = {
+        "db": {"db"},
+        "schema": {"db", "schema"},
+        "copy": {"db", "copy"},
+        "verify": {"db", "verify"},
+    }
+    problems = []
+    for layer, may_use in allowed.items():
+        for module in sorted((package / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(module.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")
+                    if top[0] in ("dagster", "dagster_postgres", "dagster_webserver"):
+                        problems.append(f"{module.relative_to(package)} imports {name}")
+                    elif top[0] == "dual_db" and (len(top) < 2 or top[1] not in may_use):
+                        problems.append(f"{module.relative_to(package)} imports {name}")
+    assert not problems, problems

@@ -15,12 +15,12 @@ import psycopg
 import pytest
 
 from dual_db.db.catalog import ColumnInfo, table_columns
+from dual_db.db.fingerprint import Fingerprint, table_fingerprint
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 from dual_db.embedded import EmbeddedCluster
 from dual_db.verify.bisect import first_differing_range
 from dual_db.verify.checks import checksum_parity, count_parity
-from dual_db.verify.fingerprint import Fingerprint, table_fingerprint
 from dual_db.verify.outcome import CheckOutcome
 from dual_db_tests.conftest import DatabaseFactory
 from dual_db_tests.verify_support import LazyDatabases, run_all, session, source_session

@@ -12,10 +12,10 @@ from psycopg import sql
 
 from dual_db.db.catalog import table_columns
 from dual_db.db.connect import connect
+from dual_db.db.fingerprint import Fingerprint, table_fingerprint
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 from dual_db.embedded import EmbeddedCluster, EmbeddedServer
-from dual_db.verify.fingerprint import Fingerprint, table_fingerprint
 from dual_db_tests.conftest import DatabaseFactory
 from dual_db_tests.verify_support import LazyDatabases, run, source_session
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from dual_db.db.catalog import list_sequences, list_tables, table_columns
+from dual_db.db.fingerprint import table_fingerprint
 from dual_db.db.names import TableName
 from dual_db.embedded import EmbeddedCluster
 from dual_db.verify.checks import (
@@ -17,7 +18,6 @@ from dual_db.verify.checks import (
     soft_references,
     source_drift,
 )
-from dual_db.verify.fingerprint import table_fingerprint
 from dual_db.verify.outcome import CheckOutcome
 from dual_db_tests.conftest import DatabaseFactory
 from dual_db_tests.verify_support import LazyDatabases, run, run_all, session, source_session

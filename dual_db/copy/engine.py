@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from dual_db.copy.snapshot import close_snapshot_session, snapshot_session_connection
 from dual_db.db.catalog import (
     ColumnInfo,
     has_triggers_or_foreign_keys,
@@ -31,9 +30,10 @@ from dual_db.db.catalog import (
     table_columns,
 )
 from dual_db.db.connect import connect
+from dual_db.db.fingerprint import Fingerprint, table_fingerprint, vector_extension_schema
 from dual_db.db.names import TableName
+from dual_db.db.snapshot import close_snapshot_session, snapshot_session_connection
 from dual_db.db.urls import DatabaseUrl
-from dual_db.verify.fingerprint import Fingerprint, table_fingerprint, vector_extension_schema
 
 
 class CopyError(RuntimeError):

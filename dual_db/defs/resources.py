@@ -10,9 +10,9 @@ import dagster as dg
 import psycopg
 from pydantic import Field, PrivateAttr
 
-from dual_db.copy.snapshot import ExportedSnapshot, SnapshotHolder
 from dual_db.db.catalog import list_tables
 from dual_db.db.connect import connect
+from dual_db.db.snapshot import ExportedSnapshot, SnapshotHolder
 from dual_db.db.urls import DatabaseUrl
 
 
@@ -66,6 +66,11 @@ class AiDatabase(PostgresDatabase):
     """The new AI database, with pgvector and the vector indexes."""
 
     role: ClassVar[str] = "ai"
+
+
+def target_database(target: str, core: CoreDatabase, ai: AiDatabase) -> PostgresDatabase:
+    """The resource of `target` ('core' or 'ai'): asset factories serve both targets."""
+    return core if target == "core" else ai
 
 
 class MigrationSettings(dg.ConfigurableResource):

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dual_db.db.connect import connection, server_version_num
+from dual_db.db.pg_tools import pg_bin_dir
 from dual_db.db.urls import DatabaseUrl
-from dual_db.embedded import pg_bin_dir
 
 PG_BIN_DIR_ENV = "DUAL_DB_PG_BIN_DIR"
 

@@ -48,7 +48,8 @@ PGVECTOR_EXTENSION = "vector"
 _SETTING_SINCE_MAJOR = {"transaction_timeout": 17}
 
 # Post-data parts, in the order a caller applies them.
-POST_PARTS = ("indexes", "foreign_keys", "triggers_and_other", "vector_indexes")
+# Post-data parts in the order they are applied: vector indexes after the foreign keys, before triggers.
+POST_PARTS = ("indexes", "foreign_keys", "vector_indexes", "triggers_and_other")
 
 Key = tuple[str, ...]
 

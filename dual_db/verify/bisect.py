@@ -24,8 +24,8 @@ import psycopg
 from psycopg import sql
 
 from dual_db.db.catalog import ColumnInfo, regclass_literal
+from dual_db.db.fingerprint import Fingerprint, row_hash_expression, vector_extension_schema
 from dual_db.db.names import TableName
-from dual_db.verify.fingerprint import Fingerprint, row_hash_expression, vector_extension_schema
 from dual_db.verify.outcome import JSONValue
 
 EMPTY = Fingerprint(rows=0, checksum="0")

@@ -34,9 +34,9 @@ from dual_db.db.catalog import (
     regclass_literal,
     table_columns,
 )
+from dual_db.db.fingerprint import Fingerprint, table_fingerprint
 from dual_db.db.names import TableName
 from dual_db.verify.bisect import BisectResult, key_columns, locate_difference
-from dual_db.verify.fingerprint import Fingerprint, table_fingerprint
 from dual_db.verify.outcome import CheckOutcome, JSONValue, capped, plural
 from dual_db.verify.reparse import reconcile_reparse_drift
 from dual_db.verify.schema import compare_tables, describe_table

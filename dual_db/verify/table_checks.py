@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dual_db.db.catalog import ColumnInfo
+from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
-from dual_db.verify.fingerprint import Fingerprint
 
 COUNT_PARITY = "count_parity"
 CHECKSUM_PARITY = "checksum_parity"
@@ -104,8 +104,8 @@ def _locate(
     target_url: DatabaseUrl,
     snapshot_id: str | None,
 ) -> dict[str, Any] | None:
-    from dual_db.copy.snapshot import snapshot_session
     from dual_db.db.connect import connection
+    from dual_db.db.snapshot import snapshot_session
     from dual_db.verify.bisect import first_differing_range
 
     with (

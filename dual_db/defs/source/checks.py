@@ -8,17 +8,25 @@ from dual_db.defs.resources import SourceDatabase
 from dual_db.routing import RoutingPlan, plan_path
 
 
-@dg.asset_check(
-    asset=SOURCE_SCHEMA_DUMP,
-    name=ROUTING_COMPLETE,
-    blocking=True,
-    description="Every source table is routed exactly once by the routing plan: a table missing from "
-    "the plan, a planned table missing from the source, or a table routed twice fails it by name.",
-)
-def routing_complete(source: SourceDatabase) -> dg.AssetCheckResult:
+def build_routing_complete(plan: RoutingPlan) -> dg.AssetChecksDefinition:
+    """The check runs with the plan the definitions were built from, not a re-read of the file."""
+
+    @dg.asset_check(
+        asset=SOURCE_SCHEMA_DUMP,
+        name=ROUTING_COMPLETE,
+        blocking=True,
+        description="Every source table is routed exactly once by the routing plan: a table missing "
+        "from the plan, a planned table missing from the source, or a table routed twice fails it by name.",
+    )
+    def routing_complete(source: SourceDatabase) -> dg.AssetCheckResult:
+        return _routing_complete(plan, source)
+
+    return routing_complete
+
+
+def _routing_complete(plan: RoutingPlan, source: SourceDatabase) -> dg.AssetCheckResult:
     with source.get_connection() as conn:
         source_tables = [info.table for info in list_tables(conn)]
-    plan = RoutingPlan.load()
     problems = plan.problems(source_tables)
     return dg.AssetCheckResult(
         passed=not problems,

@@ -8,10 +8,9 @@ from dual_db.routing import RoutingPlan
 
 
 def target_assets(target: str, plan: RoutingPlan) -> list[dg.AssetsDefinition]:
-    tables = plan.tables(target)
-    assets = [build_schema_asset(target)]
-    table_assets = build_table_assets(target, tables)
+    assets = [build_schema_asset(target, plan)]
+    table_assets = build_table_assets(target, plan.tables(target))
     if table_assets is not None:
         assets.append(table_assets)
-    assets.append(build_post_data_asset(target, [t.asset_name for t in tables]))
+    assets.append(build_post_data_asset(target, plan))
     return assets

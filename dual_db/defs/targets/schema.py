@@ -12,19 +12,27 @@ from typing import Any
 import dagster as dg
 
 from dual_db.copy.engine import align_all_sequences
-from dual_db.copy.post_data import build_post_data
 from dual_db.db.connect import connection, server_version_num
 from dual_db.defs.constants import POST_DATA_ASSETS, SCHEMA_ASSETS, SOURCE_SCHEMA_DUMP, table_key
+from dual_db.defs.resources import (
+    AiDatabase,
+    CoreDatabase,
+    MigrationSettings,
+    SourceDatabase,
+    target_database,
+)
 from dual_db.defs.state import required_metadata
 from dual_db.preflight import preflight
 from dual_db.routing import RoutingPlan
 from dual_db.schema.ownership import prepare_target
+from dual_db.schema.post_data import build_post_data
 from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
 
 
-def _split_for(context: dg.AssetExecutionContext, core_version: int, ai_version: int) -> SchemaSplit:
+def _split_for(
+    context: dg.AssetExecutionContext, plan: RoutingPlan, core_version: int, ai_version: int
+) -> SchemaSplit:
     dump = required_metadata(context.instance, SOURCE_SCHEMA_DUMP)
-    plan = RoutingPlan.load()
     return split_schema(
         Path(dump["pre_data_path"]).read_text(),
         Path(dump["post_data_path"]).read_text(),
@@ -34,24 +42,28 @@ def _split_for(context: dg.AssetExecutionContext, core_version: int, ai_version:
     )
 
 
-def build_schema_asset(target: str) -> dg.AssetsDefinition:
+def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
     @dg.asset(
         key=SCHEMA_ASSETS[target],
         deps=[SOURCE_SCHEMA_DUMP],
         group_name=target,
         kinds={"postgres"},
-        required_resource_keys={"source", "core", "ai", "settings"},
         description=f"The {target} database's schema before the copy (tables, types, functions; no "
         "indexes or constraints yet), cleaned with a SQL parser.",
     )
-    def target_schema(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        source, settings = context.resources.source, context.resources.settings
-        target_db = getattr(context.resources, target)
+    def target_schema(
+        context: dg.AssetExecutionContext,
+        source: SourceDatabase,
+        core: CoreDatabase,
+        ai: AiDatabase,
+        settings: MigrationSettings,
+    ) -> dg.MaterializeResult:
+        target_db = target_database(target, core, ai)
         url = target_db.database_url()
         preflight(source.database_url(), {target: url}, replace_existing=settings.replace_existing)
         with connection(url, autocommit=True) as conn:
             target_version = server_version_num(conn) // 10000
-        split = _split_for(context, target_version, target_version)
+        split = _split_for(context, plan, target_version, target_version)
         pre, post = (
             (split.core_pre, split.core_post_parts)
             if target == "core"
@@ -71,7 +83,7 @@ def build_schema_asset(target: str) -> dg.AssetsDefinition:
             target,
             pre,
             source_database=source.database_url().dbname or "",
-            planned_tables=RoutingPlan.load().tables(target),
+            planned_tables=plan.tables(target),
             replace_existing=settings.replace_existing,
             log=context.log.warning,
         )
@@ -114,13 +126,12 @@ def build_schema_asset(target: str) -> dg.AssetsDefinition:
     return target_schema
 
 
-def build_post_data_asset(target: str, table_asset_names: list[str]) -> dg.AssetsDefinition:
+def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
     @dg.asset(
         key=POST_DATA_ASSETS[target],
-        deps=[SCHEMA_ASSETS[target], *(table_key(target, name) for name in table_asset_names)],
+        deps=[SCHEMA_ASSETS[target], *(table_key(target, t.asset_name) for t in plan.tables(target))],
         group_name=target,
         kinds={"postgres"},
-        required_resource_keys={"source", "core", "ai", "settings"},
         description=(
             "Indexes, constraints and triggers of the core tables, built after the copy; sequences "
             "aligned with the source; statistics refreshed."
@@ -129,9 +140,14 @@ def build_post_data_asset(target: str, table_asset_names: list[str]) -> dg.Asset
             "parallel workers; statistics refreshed."
         ),
     )
-    def post_data(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        source, settings = context.resources.source, context.resources.settings
-        target_db = getattr(context.resources, target)
+    def post_data(
+        context: dg.AssetExecutionContext,
+        source: SourceDatabase,
+        core: CoreDatabase,
+        ai: AiDatabase,
+        settings: MigrationSettings,
+    ) -> dg.MaterializeResult:
+        target_db = target_database(target, core, ai)
         schema_meta = required_metadata(context.instance, SCHEMA_ASSETS[target])
         post_dir = Path(schema_meta["post_data_dir"])
         report = build_post_data(
@@ -148,7 +164,8 @@ def build_post_data_asset(target: str, table_asset_names: list[str]) -> dg.Asset
             sequences = align_all_sequences(src, tgt)
         return dg.MaterializeResult(
             metadata={
-                **report.as_metadata(),
+                **report.to_dict(),
+                "vector_indexes": dg.MetadataValue.json(report.to_dict()["vector_indexes"]),
                 # [last_value, is_called] per sequence: what sequences_aligned holds the target to.
                 "sequences": dg.MetadataValue.json(
                     {s.sequence.qualified: [s.last_value, s.is_called] for s in sequences}

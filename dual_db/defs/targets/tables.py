@@ -14,9 +14,10 @@ from typing import Any
 import dagster as dg
 
 from dual_db.copy.engine import CopyRun, TableCopyResult, copy_tables
-from dual_db.copy.snapshot import snapshot_session
 from dual_db.db.catalog import list_tables, table_columns
+from dual_db.db.fingerprint import Fingerprint, table_fingerprint
 from dual_db.db.names import TableName
+from dual_db.db.snapshot import snapshot_session
 from dual_db.defs.constants import (
     CHECKSUM_PARITY,
     COUNT_PARITY,
@@ -25,10 +26,18 @@ from dual_db.defs.constants import (
     SOURCE_POOL,
     table_key,
 )
+from dual_db.defs.resources import (
+    AiDatabase,
+    CoreDatabase,
+    MigrationSettings,
+    PostgresDatabase,
+    SourceDatabase,
+    SourceSnapshot,
+    target_database,
+)
 from dual_db.defs.state import latest_metadata
 from dual_db.preflight import GuardError, check_replica_role_privilege
 from dual_db.schema.ownership import OwnershipError, owned_tables_guard
-from dual_db.verify.fingerprint import Fingerprint, table_fingerprint
 from dual_db.verify.table_checks import TableCheck, table_checks
 
 TABLE_METADATA_KEY = "dual_db/table"
@@ -140,19 +149,23 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
         check_specs=check_specs,
         can_subset=True,
         pool=SOURCE_POOL,
-        required_resource_keys={"source", target, "snapshot", "settings"},
     )
-    def copy_target_tables(context: dg.AssetExecutionContext) -> Iterator[Any]:
-        source = context.resources.source
-        target_db = getattr(context.resources, target)
-        settings = context.resources.settings
+    def copy_target_tables(
+        context: dg.AssetExecutionContext,
+        source: SourceDatabase,
+        core: CoreDatabase,
+        ai: AiDatabase,
+        snapshot: SourceSnapshot,
+        settings: MigrationSettings,
+    ) -> Iterator[Any]:
+        target_db = target_database(target, core, ai)
         selected = [key for key in by_key if key in context.selected_asset_keys]
         if selected:
             try:
-                snapshot = context.resources.snapshot.get()
+                exported = snapshot.get()
                 context.log.info(
                     f"copying {len(selected)} table(s) to {target} at {target_db.masked_url} "
-                    f"from snapshot {snapshot.snapshot_id}"
+                    f"from snapshot {exported.snapshot_id}"
                 )
                 with source.get_connection() as conn:
                     sizes = {info.table: info.bytes for info in list_tables(conn)}
@@ -170,7 +183,7 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                     source_url=source.database_url(),
                     target_url=target_db.database_url(),
                     tables=list(key_of),
-                    snapshot_id=snapshot.snapshot_id,
+                    snapshot_id=exported.snapshot_id,
                     workers=settings.copy_workers,
                     sizes=sizes,
                 ):
@@ -184,9 +197,9 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                         item.columns,
                         source_url=source.database_url(),
                         target_url=target_db.database_url(),
-                        snapshot_id=snapshot.snapshot_id,
+                        snapshot_id=exported.snapshot_id,
                     )
-                    yield _materialize_result(key_of[item.table], item, checks, snapshot.as_metadata())
+                    yield _materialize_result(key_of[item.table], item, checks, exported.as_metadata())
                 assert run is not None
                 for warning in run.warnings:
                     context.log.warning(warning)
@@ -205,9 +218,9 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                 context.log.info(f"copied {len(run.results)} table(s) to {target} in {run.seconds:.1f}s")
             finally:
                 # The last table read: the source's snapshot is not held through indexes and checks.
-                context.resources.snapshot.release_after(context, SNAPSHOT_READER_STEPS)
+                snapshot.release_after(context, SNAPSHOT_READER_STEPS)
         else:
-            context.resources.snapshot.release_after(context, SNAPSHOT_READER_STEPS)
+            snapshot.release_after(context, SNAPSHOT_READER_STEPS)
 
         # Checks selected without their asset: re-check the target now against the recorded source.
         check_only = [
@@ -243,8 +256,8 @@ def _recheck_table(
     asset_key: dg.AssetKey,
     table: TableName,
     metadata: dict[str, Any] | None,
-    source: Any,
-    target_db: Any,
+    source: SourceDatabase,
+    target_db: PostgresDatabase,
 ) -> list[TableCheck]:
     """count_parity and checksum_parity of the target now against the recorded source fingerprint."""
     if metadata is None or "source_checksum" not in metadata:

@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 
+from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
 from dual_db.defs.constants import (
     AI_EXTENSION_RULES,
@@ -25,7 +26,6 @@ from dual_db.defs.resources import SourceDatabase
 from dual_db.defs.state import latest_metadata
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify import checks as verify
-from dual_db.verify.fingerprint import Fingerprint
 from dual_db.verify.outcome import CheckOutcome
 
 # How many failure lines go into a check's description (all of them stay in metadata).

@@ -30,10 +30,9 @@ from dual_db.db.catalog import list_tables
 from dual_db.db.connect import connect, connection
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
+from dual_db.schema.split import POST_PARTS
 from dual_db.schema.statements import Statement, is_session_setting, statements_of
 
-# The order post-data parts are applied in (the schema split's `PostData` parts).
-POST_DATA_ORDER = ("indexes", "foreign_keys", "vector_indexes", "triggers_and_other")
 _COUNT_LOCK = threading.Lock()
 _ALREADY_THERE = (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateObject)
 
@@ -58,9 +57,8 @@ class PostDataReport:
     analyze_seconds: float = 0.0
     seconds: float = 0.0
 
-    def as_metadata(self) -> dict[str, Any]:
-        import dagster as dg
-
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (the Dagster layer turns them into metadata)."""
         return {
             "statements": self.statements,
             "skipped_existing": self.skipped_existing,
@@ -69,7 +67,7 @@ class PostDataReport:
             "other_seconds": round(self.other_seconds, 3),
             "analyze_seconds": round(self.analyze_seconds, 3),
             "seconds": round(self.seconds, 3),
-            "vector_indexes": dg.MetadataValue.json([vars(v) for v in self.vector_indexes]),
+            "vector_indexes": [vars(v) for v in self.vector_indexes],
         }
 
 
@@ -189,7 +187,7 @@ def build_post_data(
     'triggers_and_other', as the schema split produces them) in that order, then ANALYZE."""
     started = time.monotonic()
     report = PostDataReport()
-    parsed = {name: statements_of(parts.get(name, "")) for name in POST_DATA_ORDER}
+    parsed = {name: statements_of(parts.get(name, "")) for name in POST_PARTS}
     # Each part carries pg_dump's SET lines; every session replays the first part's.
     settings = next(
         (
