@@ -25,7 +25,7 @@ import yaml
 
 from dual_db.db.catalog import list_tables, table_columns
 from dual_db.db.names import TableName
-from dual_db.verify.checks import SoftReference
+from dual_db.db.references import SoftReference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAN_FILE_ENV = "DUAL_DB_PLAN_FILE"

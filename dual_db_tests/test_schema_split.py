@@ -354,7 +354,7 @@ def test_split_applies_to_fresh_core_and_ai_databases(
 def test_removed_objects_soft_references_and_vector_indexes(source: Source) -> None:
     split = split_schema(source.sections.pre_data, source.sections.post_data, AI_TABLES)
 
-    softs = {(r.constraint, r.from_database): r for r in split.soft_references}
+    softs = {(r.name, r.from_database): r for r in split.soft_references}
     assert set(softs) == {("ai_feedback_message_fk", "ai"), ("kb_bookmarks_document_fk", "core")}
     message = softs[("ai_feedback_message_fk", "ai")]
     assert (message.from_table, message.from_columns) == (TableName("public", "ai_feedback"), ("message_id",))

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 
 from dual_db.db.catalog import list_sequences, list_tables, table_columns
 from dual_db.db.fingerprint import table_fingerprint
 from dual_db.db.names import TableName
+from dual_db.db.references import SoftReference
 from dual_db.embedded import EmbeddedCluster
 from dual_db.verify.checks import (
-    SoftReference,
     foreign_keys_valid,
     sequences_aligned,
     soft_references,
@@ -298,24 +297,14 @@ def test_source_drift_lists_tables_written_since_the_snapshot(dbs: LazyDatabases
 
 
 def test_soft_references_accept_the_schema_splits_reference_objects(dbs: LazyDatabases) -> None:
-    """Duck-typed: named by `constraint` and saying which database it starts on (`from_database`)."""
-
-    @dataclass(frozen=True)
-    class SplitReference:
-        constraint: str
-        from_table: TableName
-        from_columns: tuple[str, ...]
-        to_table: TableName
-        to_columns: tuple[str, ...]
-        from_database: str
-        definition: str
-
+    """The split's references (a removed foreign key, with its database and statement) are checked
+    as they are."""
     run(dbs.core, CORE_REFS)
     run(dbs.ai, AI_REFS)
     run(dbs.ai, "INSERT INTO ai_memories VALUES (5000, gen_random_uuid())")
-    ref = SplitReference(
+    ref = SoftReference(
         "ai_memories_user_id_fkey", TableName.parse("ai_memories"), ("user_id",), TableName.parse("users"),
-        ("id",), "ai", "FOREIGN KEY (user_id) REFERENCES users(id)",
+        ("id",), from_database="ai", definition="FOREIGN KEY (user_id) REFERENCES users(id)",
     )  # fmt: skip
     with session(dbs.ai) as ai, session(dbs.core) as core:
         outcome = _json(soft_references(ai, core, [ref]))

@@ -16,7 +16,8 @@ from dual_db.db.names import TableName
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 # pgvector's types, by name: a column of any of them is a vector column.
-PGVECTOR_TYPES = ("vector", "halfvec", "sparsevec")
+# pgvector's types: a column of any of them (or an array or domain over one) belongs in AI only.
+PGVECTOR_TYPES = frozenset({"vector", "halfvec", "sparsevec"})
 
 # Built-in objects have OIDs below FirstNormalObjectId.
 FIRST_NORMAL_OID = 16384

@@ -35,12 +35,13 @@ from pglast.enums import AlterTableType, ConstrType, ObjectType
 from pglast.stream import RawStream
 from psycopg import sql
 
+from dual_db.db.catalog import PGVECTOR_TYPES
 from dual_db.db.names import TableName
+from dual_db.db.references import SoftReference
 from dual_db.schema.statements import Statement, is_set_config, render_script, statements_of
 
 # pgvector's types. A name is taken as pgvector's when the dump does not define a type of that name
 # itself (the extension's own objects are never in a dump), however it is qualified.
-PGVECTOR_TYPES = frozenset({"vector", "halfvec", "sparsevec"})
 VECTOR_INDEX_METHODS = frozenset({"hnsw", "ivfflat"})
 PGVECTOR_EXTENSION = "vector"
 
@@ -84,22 +85,6 @@ class RemovedObject:
     name: str
     reason: str
     moved_to_ai: bool = False
-
-
-@dataclass(frozen=True)
-class SoftReference:
-    """A foreign key between an AI table and a core table: it cannot exist across two databases.
-
-    The application (or a verification job) has to keep it; `definition` is the original statement.
-    """
-
-    constraint: str
-    from_table: TableName
-    from_columns: tuple[str, ...]
-    to_table: TableName
-    to_columns: tuple[str, ...]
-    from_database: str  # "core" or "ai"
-    definition: str
 
 
 @dataclass(frozen=True)
@@ -862,7 +847,7 @@ def _soft_references(stmts: list[_Stmt], ai: frozenset[TableName]) -> tuple[list
             idx.add(s.idx)
             refs.append(
                 SoftReference(
-                    constraint=fk.constraint,
+                    name=fk.constraint,
                     from_table=fk.table,
                     from_columns=fk.columns,
                     to_table=fk.ref_table,
@@ -1170,7 +1155,6 @@ def vector_indexes(source: SchemaSplit | str) -> list[VectorIndex]:
 
 
 __all__ = [
-    "PGVECTOR_TYPES",
     "POST_PARTS",
     "VECTOR_INDEX_METHODS",
     "CoreTableHasVectorColumn",

@@ -36,6 +36,7 @@ from dual_db.db.catalog import (
 )
 from dual_db.db.fingerprint import Fingerprint, table_fingerprint
 from dual_db.db.names import TableName
+from dual_db.db.references import SoftReference
 from dual_db.verify.bisect import BisectResult, key_columns, locate_difference
 from dual_db.verify.outcome import CheckOutcome, JSONValue, capped, plural
 from dual_db.verify.reparse import reconcile_reparse_drift
@@ -581,50 +582,15 @@ def foreign_keys_valid(conn: psycopg.Connection, tables: Sequence[TableName]) ->
 # soft references (AI -> core, no FK possible across databases)
 
 
-@dataclass(frozen=True)
-class SoftReference:
-    """A reference the schema cannot declare because the two tables are on different databases,
-    e.g. ai_feedback.message_id -> agent_messages.id. MATCH SIMPLE: rows with a NULL in `from_columns`
-    reference nothing."""
-
-    name: str
-    from_table: TableName
-    from_columns: tuple[str, ...]
-    to_table: TableName
-    to_columns: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if not self.from_columns or len(self.from_columns) != len(self.to_columns):
-            raise ValueError(f"soft reference {self.name}: from_columns and to_columns must pair up")
-
-    def describe(self) -> str:
-        return _describe_reference(self)
-
-
-class _SoftReferenceLike(Protocol):
-    """What `soft_references` reads from a reference. Besides `SoftReference`, this accepts the
-    schema split's `dual_db.schema.split.SoftReference` (named by `constraint`, with `from_database`)."""
-
-    from_table: TableName
-    from_columns: Sequence[str]
-    to_table: TableName
-    to_columns: Sequence[str]
-
-
-def _reference_name(ref: _SoftReferenceLike) -> str:
-    return str(getattr(ref, "name", None) or getattr(ref, "constraint", None) or _describe_reference(ref))
-
-
-def _describe_reference(ref: _SoftReferenceLike) -> str:
-    frm, to = ", ".join(ref.from_columns), ", ".join(ref.to_columns)
-    return f"{ref.from_table}({frm}) -> {ref.to_table}({to})"
+def _reference_name(ref: SoftReference) -> str:
+    return ref.name or ref.describe()
 
 
 _PROBE = TableName("pg_temp", "dual_db_soft_reference_probe")
 
 
 def _soft_reference_orphans(
-    from_conn: psycopg.Connection, to_conn: psycopg.Connection, ref: _SoftReferenceLike
+    from_conn: psycopg.Connection, to_conn: psycopg.Connection, ref: SoftReference
 ) -> tuple[int, int, int, list[list[str]]]:
     """(distinct keys, orphan keys, orphan rows, sample) for one reference.
 
@@ -721,7 +687,7 @@ def _count_orphans(
 def soft_references(
     ai_conn: psycopg.Connection,
     core_conn: psycopg.Connection,
-    references: Sequence[_SoftReferenceLike],
+    references: Sequence[SoftReference],
     *,
     strict: bool = False,
 ) -> CheckOutcome:
@@ -749,7 +715,7 @@ def soft_references(
                 (c for c in (ai_conn, core_conn) if _relkind(c, ref.from_table) is not None), None
             )
             to_conn = next((c for c in (core_conn, ai_conn) if _relkind(c, ref.to_table) is not None), None)
-        label = f"{name}: {_describe_reference(ref)}"
+        label = f"{name}: {ref.describe()}"
         if from_conn is None or to_conn is None:
             missing = ref.from_table if from_conn is None else ref.to_table
             failures.append(f"{label}: table {missing} is not on the expected database")

@@ -106,7 +106,7 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
             "soft_references": dg.MetadataValue.json(
                 [
                     {
-                        "constraint": ref.constraint,
+                        "constraint": ref.name,
                         "from": f"{ref.from_table}({', '.join(ref.from_columns)})",
                         "to": f"{ref.to_table}({', '.join(ref.to_columns)})",
                         "from_database": ref.from_database,
