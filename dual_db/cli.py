@@ -75,7 +75,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_source(args: argparse.Namespace) -> int:
-    from dual_db.demo_source import DemoSourceExists, build_demo_source
+    from dual_db.demo import DemoSourceExists, build_demo_source
 
     url = _source_url()
     started = time.monotonic()

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from dual_db.db.connect import connection
 from dual_db.db.urls import DatabaseUrl
-from dual_db.demo_source import (
+from dual_db.demo import (
     DemoSourceExists,
     DemoSourceSummary,
     build_demo_source,

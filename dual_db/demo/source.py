@@ -28,7 +28,6 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 from pgvector import Vector
@@ -37,9 +36,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from dual_db.db.connect import connection
+from dual_db.db.sql_files import sql_file
 from dual_db.db.urls import DatabaseUrl
 
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "sql" / "demo_source" / "schema.sql"
+SCHEMA_FILE = sql_file("demo_source", "schema.sql")
 # Built once the rows are in: foreign keys, secondary indexes, the HNSW index.
 POST_LOAD_FILE = SCHEMA_FILE.with_name("post_load.sql")
 
@@ -218,8 +218,8 @@ def _schema_parts() -> tuple[str, str]:
         return SCHEMA_FILE.read_text(encoding="utf-8"), POST_LOAD_FILE.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise DemoSourceError(
-            f"schema file {exc.filename} is missing: dual-db must run from a source checkout "
-            "(pip install -e .) so that sql/demo_source/ is next to the package"
+            f"schema file {exc.filename} is missing: the installation lacks dual-db's sql/ files "
+            "(reinstall with pip install .)"
         ) from None
 
 
