@@ -98,10 +98,15 @@ def _run(
 
 
 def test_migrate_end_to_end(environment: Databases) -> None:
+    from dual_db.defs.targets.schema import _split_once
+
     dbs = environment
+    _split_once.cache_clear()
     with dg.DagsterInstance.ephemeral() as instance:
         result = _run("migrate", instance)
         assert result.success, [e.message for e in result.all_events if e.is_failure]
+        # The dump is split once for both targets.
+        assert (_split_once.cache_info().misses, _split_once.cache_info().hits) == (1, 1)
         evaluations = result.get_asset_check_evaluations()
         assert evaluations and all(e.passed for e in evaluations), [
             (e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed

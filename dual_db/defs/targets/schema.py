@@ -5,6 +5,7 @@ applied before its tables are copied, its post-data (indexes, constraints, trigg
 building an index once over loaded rows is far cheaper than maintaining it row by row.
 """
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import dagster as dg
 
 from dual_db.copy.engine import align_all_sequences
 from dual_db.db.connect import connection, server_version_num
+from dual_db.db.names import TableName
 from dual_db.defs.constants import POST_DATA_ASSETS, SCHEMA_ASSETS, SOURCE_SCHEMA_DUMP, table_key
 from dual_db.defs.resources import (
     AiDatabase,
@@ -29,16 +31,31 @@ from dual_db.schema.post_data import build_post_data
 from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
 
 
+@functools.lru_cache(maxsize=2)
+def _split_once(
+    pre_data_path: str, post_data_path: str, ai_tables: frozenset[TableName], core_major: int, ai_major: int
+) -> SchemaSplit:
+    # A pure function of its inputs: both schema steps of a run ask with the same ones (the dump's
+    # files, the plan, both servers' versions), so the dump is parsed and split once per run.
+    return split_schema(
+        Path(pre_data_path).read_text(),
+        Path(post_data_path).read_text(),
+        set(ai_tables),
+        core_major=core_major,
+        ai_major=ai_major,
+    )
+
+
 def _split_for(
-    context: dg.AssetExecutionContext, plan: RoutingPlan, core_version: int, ai_version: int
+    context: dg.AssetExecutionContext, plan: RoutingPlan, core: CoreDatabase, ai: AiDatabase
 ) -> SchemaSplit:
     dump = required_metadata(context.instance, SOURCE_SCHEMA_DUMP)
-    return split_schema(
-        Path(dump["pre_data_path"]).read_text(),
-        Path(dump["post_data_path"]).read_text(),
-        set(plan.ai),
-        core_major=core_version,
-        ai_major=ai_version,
+    majors = []
+    for db in (core, ai):
+        with db.get_connection(autocommit=True) as conn:
+            majors.append(server_version_num(conn) // 10000)
+    return _split_once(
+        str(dump["pre_data_path"]), str(dump["post_data_path"]), frozenset(plan.ai), majors[0], majors[1]
     )
 
 
@@ -61,9 +78,8 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
         target_db = target_database(target, core, ai)
         url = target_db.database_url()
         preflight(source.database_url(), {target: url}, replace_existing=settings.replace_existing)
-        with connection(url, autocommit=True) as conn:
-            target_version = server_version_num(conn) // 10000
-        split = _split_for(context, plan, target_version, target_version)
+        split = _split_for(context, plan, core, ai)
+        target_version = split.core_major if target == "core" else split.ai_major
         pre, post = (
             (split.core_pre, split.core_post_parts)
             if target == "core"
