@@ -29,13 +29,6 @@ class ExportedSnapshot:
     taken_at: str  # ISO timestamp, server clock
     wal_lsn: str | None  # where the WAL stood: the start point for a logical catch-up
 
-    def as_metadata(self) -> dict[str, str]:
-        return {
-            "snapshot_id": self.snapshot_id,
-            "snapshot_taken_at": self.taken_at,
-            "wal_lsn": self.wal_lsn or "",
-        }
-
 
 class SnapshotHolder:
     """Holds the exporting transaction. Use as a context manager, or `open()` / `close()`."""

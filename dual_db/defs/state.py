@@ -1,9 +1,27 @@
-"""dual-db keeps its state in Dagster metadata: the latest materialization of an asset says where its
-files are, which snapshot it read and what the source held then."""
+"""dual-db's state lives in Dagster metadata: one typed record per kind, written and read here only.
 
+- `SnapshotRecord`: which exported snapshot of the source a step read, when, and the WAL position.
+- `TableCopyRecord`: one table's copy — rows, bytes, time, the source's fingerprint at the snapshot
+  (what count_parity, checksum_parity and source_drift hold the target and the source to), the
+  sequences it set. It also writes Dagster's standard table metadata (`dagster/row_count`,
+  `dagster/table_name`, `dagster/column_schema`) so that the UI shows them natively.
+- `SequencesRecord`: every sequence's value as post-data aligned it (what sequences_aligned checks).
+
+Every other module asks for a record (`TableCopyRecord.latest(instance, key)`), never for a string key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+
+from dual_db.db.catalog import ColumnInfo
+from dual_db.db.fingerprint import Fingerprint
+from dual_db.db.names import TableName
+from dual_db.db.snapshot import ExportedSnapshot
 
 
 def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any] | None:
@@ -20,3 +38,148 @@ def required_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[st
     if metadata is None:
         raise dg.Failure(f"{key.to_user_string()} has not been materialized yet: materialize it first")
     return metadata
+
+
+def human_bytes(n: int) -> str:
+    """`1.2 GB`, `340 kB`: sizes as a person reads them (decimal units, as pg_size_pretty is not)."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    snapshot_id: str
+    taken_at: str
+    wal_lsn: str
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"snapshot_id": self.snapshot_id, "snapshot_taken_at": self.taken_at, "wal_lsn": self.wal_lsn}
+
+    @classmethod
+    def of(cls, exported: ExportedSnapshot) -> SnapshotRecord:
+        return cls(exported.snapshot_id, exported.taken_at, exported.wal_lsn or "")
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> SnapshotRecord | None:
+        if not metadata.get("snapshot_id"):
+            return None
+        return cls(
+            snapshot_id=str(metadata["snapshot_id"]),
+            taken_at=str(metadata.get("snapshot_taken_at") or ""),
+            wal_lsn=str(metadata.get("wal_lsn") or ""),
+        )
+
+
+# A sequence's state: (last_value, is_called), as setval takes it.
+SequenceState = tuple[int, bool]
+
+
+def _sequences_from(value: object) -> dict[TableName, SequenceState]:
+    result: dict[TableName, SequenceState] = {}
+    for name, state in dict(value or {}).items():  # type: ignore[call-overload]
+        last_value, is_called = (state if isinstance(state, list | tuple) else (state, True))[:2]
+        result[TableName.parse(name)] = (int(last_value), bool(is_called))
+    return result
+
+
+def _sequences_metadata(sequences: Mapping[TableName, SequenceState]) -> dg.MetadataValue:
+    return dg.MetadataValue.json({t.qualified: [v, c] for t, (v, c) in sorted(sequences.items())})
+
+
+@dataclass(frozen=True)
+class TableCopyRecord:
+    table: TableName
+    rows: int
+    bytes: int
+    seconds: float
+    snapshot: SnapshotRecord | None
+    source: Fingerprint  # the source table at the snapshot
+    target_checksum: str  # the target right after the load
+    copy_format: str = ""
+    empty_method: str = ""
+    replaced_rows: int = 0
+    sequences: dict[TableName, SequenceState] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float(self.rows)
+
+    def to_metadata(self, columns: Sequence[ColumnInfo] = ()) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            # Dagster's standard table metadata: the catalog and the asset page show these natively.
+            "dagster/row_count": dg.MetadataValue.int(self.rows),
+            "dagster/table_name": self.table.qualified,
+            "rows": dg.MetadataValue.int(self.rows),
+            "bytes": dg.MetadataValue.int(self.bytes),
+            "size": human_bytes(self.bytes),
+            "seconds": dg.MetadataValue.float(round(self.seconds, 3)),
+            "rows_per_second": dg.MetadataValue.float(round(self.rows_per_second, 1)),
+            "source_rows": dg.MetadataValue.int(self.source.rows),
+            "source_checksum": self.source.checksum,
+            "target_checksum": self.target_checksum,
+            "copy_format": self.copy_format,
+            "empty_method": self.empty_method,
+            "replaced_rows": dg.MetadataValue.int(self.replaced_rows),
+            "sequences": _sequences_metadata(self.sequences),
+        }
+        if columns:
+            metadata["dagster/column_schema"] = dg.MetadataValue.table_schema(
+                dg.TableSchema(
+                    columns=[
+                        dg.TableColumn(
+                            c.name, c.type_sql, constraints=dg.TableColumnConstraints(nullable=not c.not_null)
+                        )
+                        for c in columns
+                    ]
+                )
+            )
+        if self.snapshot is not None:
+            metadata.update(self.snapshot.to_metadata())
+        return metadata
+
+    @classmethod
+    def from_metadata(cls, table: TableName, metadata: Mapping[str, Any]) -> TableCopyRecord | None:
+        """None when the metadata holds no copy (never copied, or written by an older dual-db)."""
+        if "source_checksum" not in metadata or "source_rows" not in metadata:
+            return None
+        return cls(
+            table=table,
+            rows=int(metadata.get("rows") or 0),
+            bytes=int(metadata.get("bytes") or 0),
+            seconds=float(metadata.get("seconds") or 0.0),
+            snapshot=SnapshotRecord.from_metadata(metadata),
+            source=Fingerprint(int(metadata["source_rows"]), str(metadata["source_checksum"])),
+            target_checksum=str(metadata.get("target_checksum") or ""),
+            copy_format=str(metadata.get("copy_format") or ""),
+            empty_method=str(metadata.get("empty_method") or ""),
+            replaced_rows=int(metadata.get("replaced_rows") or 0),
+            sequences=_sequences_from(metadata.get("sequences")),
+        )
+
+    @classmethod
+    def latest(
+        cls, instance: dg.DagsterInstance, key: dg.AssetKey, table: TableName
+    ) -> TableCopyRecord | None:
+        metadata = latest_metadata(instance, key)
+        return cls.from_metadata(table, metadata) if metadata is not None else None
+
+
+@dataclass(frozen=True)
+class SequencesRecord:
+    """Every sequence as post-data left it on a target, aligned with the source."""
+
+    sequences: dict[TableName, SequenceState]
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"sequences": _sequences_metadata(self.sequences)}
+
+    @classmethod
+    def latest(cls, instance: dg.DagsterInstance, key: dg.AssetKey) -> SequencesRecord | None:
+        metadata = latest_metadata(instance, key)
+        if metadata is None or "sequences" not in metadata:
+            return None
+        return cls(_sequences_from(metadata["sequences"]))

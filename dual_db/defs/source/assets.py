@@ -11,6 +11,7 @@ from dual_db.defs.constants import (
     SOURCE_SCHEMA_DUMP,
 )
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
+from dual_db.defs.state import SnapshotRecord
 from dual_db.preflight import preflight
 from dual_db.schema.dump import (
     dump_full_backup,
@@ -70,7 +71,7 @@ def full_backup(
             "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
             "pg_dump_version": result.pg_dump_version,
             "restore_with": f"pg_restore --jobs=4 --no-owner --dbname=<new database> {result.path}",
-            **exported.as_metadata(),
+            **SnapshotRecord.of(exported).to_metadata(),
         }
     )
 
@@ -112,6 +113,6 @@ def schema_dump(
             "pre_data_path": dg.MetadataValue.path(str(pre_path)),
             "post_data_path": dg.MetadataValue.path(str(post_path)),
             "pg_dump_version": sections.pg_dump_version,
-            **exported.as_metadata(),
+            **SnapshotRecord.of(exported).to_metadata(),
         },
     )

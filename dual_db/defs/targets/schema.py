@@ -23,7 +23,7 @@ from dual_db.defs.resources import (
     SourceDatabase,
     target_database,
 )
-from dual_db.defs.state import required_metadata
+from dual_db.defs.state import SequencesRecord, required_metadata
 from dual_db.preflight import preflight
 from dual_db.routing import RoutingPlan
 from dual_db.schema.ownership import prepare_target
@@ -182,10 +182,7 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
             metadata={
                 **report.to_dict(),
                 "vector_indexes": dg.MetadataValue.json(report.to_dict()["vector_indexes"]),
-                # [last_value, is_called] per sequence: what sequences_aligned holds the target to.
-                "sequences": dg.MetadataValue.json(
-                    {s.sequence.qualified: [s.last_value, s.is_called] for s in sequences}
-                ),
+                **SequencesRecord({s.sequence: (s.last_value, s.is_called) for s in sequences}).to_metadata(),
             }
         )
 

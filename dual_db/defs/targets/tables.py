@@ -15,7 +15,7 @@ import dagster as dg
 
 from dual_db.copy.engine import CopyRun, TableCopyResult, copy_tables
 from dual_db.db.catalog import list_tables, table_columns
-from dual_db.db.fingerprint import Fingerprint, table_fingerprint
+from dual_db.db.fingerprint import table_fingerprint
 from dual_db.db.names import TableName
 from dual_db.db.snapshot import snapshot_session
 from dual_db.defs.constants import (
@@ -35,7 +35,7 @@ from dual_db.defs.resources import (
     SourceSnapshot,
     target_database,
 )
-from dual_db.defs.state import latest_metadata
+from dual_db.defs.state import SnapshotRecord, TableCopyRecord
 from dual_db.preflight import GuardError, check_replica_role_privilege
 from dual_db.schema.ownership import OwnershipError, owned_tables_guard
 from dual_db.verify.table_checks import TableCheck, table_checks
@@ -59,28 +59,25 @@ def _to_check_result(asset_key: dg.AssetKey, check: TableCheck) -> dg.AssetCheck
 
 
 def _materialize_result(
-    asset_key: dg.AssetKey, result: TableCopyResult, checks: list[TableCheck], extra: dict[str, Any]
+    asset_key: dg.AssetKey, result: TableCopyResult, checks: list[TableCheck], snapshot: SnapshotRecord
 ) -> dg.MaterializeResult:
     assert result.source_fingerprint is not None and result.target_fingerprint is not None
-    metadata: dict[str, Any] = {
-        TABLE_METADATA_KEY: result.table.qualified,
-        "rows": dg.MetadataValue.int(result.rows),
-        "bytes": dg.MetadataValue.int(result.bytes),
-        "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-        "rows_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),
-        "snapshot_id": result.snapshot_id or "",
-        "source_rows": dg.MetadataValue.int(result.source_fingerprint.rows),
-        "source_checksum": result.source_fingerprint.checksum,
-        "target_checksum": result.target_fingerprint.checksum,
-        "copy_format": result.copy_format,
-        "empty_method": result.empty_method,
-        "replaced_rows": dg.MetadataValue.int(result.replaced_rows),
-        "sequences": dg.MetadataValue.json({s.sequence.qualified: s.last_value for s in result.sequences}),
-        **extra,
-    }
+    record = TableCopyRecord(
+        table=result.table,
+        rows=result.rows,
+        bytes=result.bytes,
+        seconds=result.seconds,
+        snapshot=snapshot,
+        source=result.source_fingerprint,
+        target_checksum=result.target_fingerprint.checksum,
+        copy_format=result.copy_format,
+        empty_method=result.empty_method,
+        replaced_rows=result.replaced_rows,
+        sequences={s.sequence: (s.last_value, s.is_called) for s in result.sequences},
+    )
     return dg.MaterializeResult(
         asset_key=asset_key,
-        metadata=metadata,
+        metadata={TABLE_METADATA_KEY: result.table.qualified, **record.to_metadata(result.columns)},
         check_results=[_to_check_result(asset_key, c) for c in checks],
     )
 
@@ -199,7 +196,7 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                         target_url=target_db.database_url(),
                         snapshot_id=exported.snapshot_id,
                     )
-                    yield _materialize_result(key_of[item.table], item, checks, exported.as_metadata())
+                    yield _materialize_result(key_of[item.table], item, checks, SnapshotRecord.of(exported))
                 assert run is not None
                 for warning in run.warnings:
                     context.log.warning(warning)
@@ -229,7 +226,7 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
             if key.asset_key in by_key and key.asset_key not in context.selected_asset_keys
         ]
         recorded = {
-            asset_key: latest_metadata(context.instance, asset_key)
+            asset_key: TableCopyRecord.latest(context.instance, asset_key, by_key[asset_key])
             for asset_key in sorted({k.asset_key for k in check_only}, key=lambda k: k.to_user_string())
         }
         # Fingerprinting is the cost: several tables at once, each yielded as it is done.
@@ -238,9 +235,9 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
         ) as pool:
             futures = {
                 pool.submit(
-                    _recheck_table, asset_key, by_key[asset_key], metadata, source, target_db
+                    _recheck_table, asset_key, by_key[asset_key], record, source, target_db
                 ): asset_key
-                for asset_key, metadata in recorded.items()
+                for asset_key, record in recorded.items()
             }
             for future in as_completed(futures):
                 asset_key = futures[future]
@@ -255,30 +252,29 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
 def _recheck_table(
     asset_key: dg.AssetKey,
     table: TableName,
-    metadata: dict[str, Any] | None,
+    record: TableCopyRecord | None,
     source: SourceDatabase,
     target_db: PostgresDatabase,
 ) -> list[TableCheck]:
     """count_parity and checksum_parity of the target now against the recorded source fingerprint."""
-    if metadata is None or "source_checksum" not in metadata:
+    if record is None:
         return [
             TableCheck(
                 name, False, f"{table} has never been copied: materialize {asset_key.to_user_string()}", {}
             )
             for name in (COUNT_PARITY, CHECKSUM_PARITY)
         ]
-    expected = Fingerprint(rows=int(metadata["source_rows"]), checksum=str(metadata["source_checksum"]))
     with snapshot_session(source.database_url(), None) as source_conn:
         columns = table_columns(source_conn, table)
     with target_db.get_connection(autocommit=True) as target_conn:
         actual = table_fingerprint(target_conn, table, columns)
     return table_checks(
-        expected,
+        record.source,
         actual,
         table,
         columns,
         source_url=source.database_url(),
         target_url=target_db.database_url(),
         snapshot_id=None,
-        recorded_snapshot_id=str(metadata.get("snapshot_id") or "") or None,
+        recorded_snapshot_id=record.snapshot.snapshot_id if record.snapshot else None,
     )
