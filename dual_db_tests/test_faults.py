@@ -238,6 +238,10 @@ def test_writes_to_the_source_during_migrate(environment: Databases) -> None:
         )
         assert "source_drift" in str(report["report"])
         assert report["source_tables_moved"] == ["agent_messages", "ai_memories", "positions"]
+        print(
+            f"{writes} writes during the run; drift computed by the report in "
+            f"{report['source_drift_seconds']}s over {len(TABLES)} source tables"
+        )
 
         # A failing report still carries the drift, and its check is still evaluated.
         with connection(dbs.core, autocommit=True) as conn:
@@ -267,10 +271,16 @@ class Kill:
 
 
 def _terminate_when_copying(
-    url: DatabaseUrl, pattern: str, application_name: str, *, timeout: float = 180
+    url: DatabaseUrl,
+    pattern: str,
+    application_name: str,
+    *,
+    victim: str | None = None,
+    timeout: float = 180,
 ) -> tuple[threading.Thread, Kill]:
     """A watcher that terminates the backend of `application_name` running a query like `pattern` on
-    `url`'s database, a moment after it starts (so that the COPY is mid-stream)."""
+    `url`'s database, a moment after it starts (so that the COPY is mid-stream); with `victim`, the
+    backend of that application name instead, at that moment."""
     kill = Kill()
 
     def watch() -> None:
@@ -285,6 +295,13 @@ def _terminate_when_copying(
                 if row is not None:
                     time.sleep(0.15)
                     kill.pid = int(row[0])
+                    if victim is not None:
+                        found = conn.execute(
+                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND application_name = %s",
+                            (victim,),
+                        ).fetchone()
+                        kill.pid = int(found[0]) if found else None
                     result = conn.execute("SELECT pg_terminate_backend(%s)", (kill.pid,)).fetchone()
                     kill.terminated = bool(result and result[0])
                     return
@@ -293,6 +310,49 @@ def _terminate_when_copying(
     thread = threading.Thread(target=watch, name="fault-injector", daemon=True)
     thread.start()
     return thread, kill
+
+
+def test_snapshot_holder_terminated_before_a_reader_joins(environment: Databases) -> None:
+    """The session holding the exported snapshot dies while the backup's pg_dump reads ticks: the
+    schema dump cannot join the snapshot any more. The run must fail saying so, before any write,
+    and a re-run takes a new snapshot."""
+    dbs = environment
+    with dg.DagsterInstance.ephemeral() as instance:
+        watcher, kill = _terminate_when_copying(
+            dbs.source, "COPY public.ticks % TO stdout%", "dual-db pg_dump", victim="dual-db snapshot"
+        )
+        broken = _run("migrate", instance)
+        watcher.join(timeout=5)
+        assert kill.terminated, "the snapshot holder was never terminated during the backup"
+        assert not broken.success
+        failures = _step_failures(broken)
+        print(f"snapshot holder {kill.pid} terminated; the run says: {failures}")
+        assert "source__schema_dump" in failures, failures
+        assert "snapshot" in failures["source__schema_dump"], failures
+        assert _tables_in(dbs.core) == 0 and _tables_in(dbs.ai) == 0
+
+        again = _run("migrate", instance)
+        assert_full_parity(again, instance, dbs)
+
+
+def test_snapshot_holder_terminated_after_every_reader_joined(environment: Databases) -> None:
+    """Killed while the last table is copied: every reader already joined the snapshot, so the run is
+    consistent and must succeed, without an error from closing the dead holder."""
+    dbs = environment
+    with dg.DagsterInstance.ephemeral() as instance:
+        watcher, kill = _terminate_when_copying(
+            dbs.source, "COPY %ticks% TO STDOUT%", "dual-db reader", victim="dual-db snapshot"
+        )
+        result = _run("migrate", instance)
+        watcher.join(timeout=5)
+        assert kill.terminated, "the snapshot holder was never terminated during the copy of ticks"
+        assert_full_parity(result, instance, dbs)
+        errors = [
+            e.message
+            for e in instance.all_logs(result.run_id)
+            if e.level >= 40 and "Teardown" in (e.message or "")
+        ]
+        assert not errors, errors
 
 
 @pytest.mark.parametrize(
