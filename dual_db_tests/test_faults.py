@@ -391,6 +391,11 @@ def test_copy_backend_terminated(
 
         again = _run("migrate", instance)
         assert_full_parity(again, instance, dbs)
+    # Last, so that the re-run above is exercised either way: libpq's words are the same for either
+    # side ("server closed the connection unexpectedly"), so the table's reason must say which server
+    # dropped: the source it was read from or the core database it was loaded into.
+    reason = message.split("ticks:", 1)[1]
+    assert ("source" if side == "source" else "core") in reason, message
 
 
 # ---- 3. the target server stops mid-run -------------------------------------------------------------
