@@ -525,6 +525,64 @@ def test_migrate_with_a_select_only_source_role(
         assert password not in logs
 
 
+@pytest.mark.parametrize(
+    ("missing", "grants", "named"),
+    [
+        (
+            "USAGE on a schema",
+            [
+                'GRANT SELECT ON ALL TABLES IN SCHEMA public, "Analytics" TO {role}',
+                'GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, "Analytics" TO {role}',
+            ],
+            ["USAGE", '"Analytics"'],
+        ),
+        (
+            "SELECT on sequences",
+            [
+                'GRANT USAGE ON SCHEMA "Analytics" TO {role}',
+                'GRANT SELECT ON ALL TABLES IN SCHEMA public, "Analytics" TO {role}',
+            ],
+            ["SELECT", "portfolios_id_seq", "positions_id_seq"],
+        ),
+    ],
+)
+def test_a_source_role_missing_a_privilege_is_refused_before_any_write(
+    environment: Databases,
+    monkeypatch: pytest.MonkeyPatch,
+    roles: list[tuple[DatabaseUrl, str]],
+    missing: str,
+    grants: list[str],
+    named: list[str],
+) -> None:
+    """Without USAGE on a schema the snapshot cannot even lock its tables; without SELECT on the
+    sequences the schema dump passes, the tables are written, and the sequence reads fail afterwards.
+    The preflight must name what is missing before anything is written."""
+    dbs = environment
+    role, password = "fault_source_partial", "Source-Partial-Pass-1"
+    with connection(dbs.source, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        roles.append((replace(dbs.source, dbname="postgres"), role))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+        )
+        for grant in grants:
+            conn.execute(sql.SQL(grant).format(role=sql.Identifier(role)))  # type: ignore[arg-type]
+    _point_at(monkeypatch, replace(dbs.source, user=role, password=password), dbs.core, dbs.ai)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _run("migrate", instance)
+    assert not result.success
+    failures = _step_failures(result)
+    print(f"source role without {missing}: {failures}")
+    problems = []
+    schema_dump = failures.get("source__schema_dump", "")
+    if not all(word in schema_dump for word in named):
+        problems.append(f"source/schema_dump does not name {named}: {schema_dump or failures}")
+    written = {"core": _tables_in(dbs.core), "ai": _tables_in(dbs.ai)}
+    if any(written.values()):
+        problems.append(f"tables written before the refusal: {written}")
+    assert not problems, problems
+
+
 def _owned_database(server_url: DatabaseUrl, role: str, password: str, dbname: str) -> DatabaseUrl:
     """A database owned by a new LOGIN role that is not a superuser (a managed service's user)."""
     with connection(replace(server_url, dbname="postgres"), autocommit=True) as conn:
