@@ -9,6 +9,7 @@ re-run at full checksum parity and no duplicate row.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -204,6 +205,24 @@ def test_report_summary_names_the_tables_the_source_moved() -> None:
     assert report.to_dict()["source_moved"] == ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]
 
 
+def test_source_drift_when_the_source_cannot_be_reached_is_a_warning_not_a_failed_report() -> None:
+    """After cutover the old source may be gone: the report's drift then says it could not look,
+    as a warning naming the server (masked), and does not fail the report."""
+    from dual_db.db.names import TableName
+    from dual_db.defs.resources import SourceDatabase
+    from dual_db.defs.verification.assets import compute_source_drift
+    from dual_db.verify.fingerprint import Fingerprint
+
+    password = "Gone-Source-Pass-1"
+    gone = SourceDatabase(url=f"postgresql://app:{password}@127.0.0.1:1/old", connect_timeout_seconds=2)
+    outcome, moved = compute_source_drift(
+        gone, {TableName("public", "users"): Fingerprint(50, "123")}, workers=2
+    )
+    assert moved == [] and not outcome.passed and outcome.severity == "WARN" and not outcome.blocking
+    assert "postgresql://app:***@127.0.0.1:1/old" in outcome.summary, outcome.summary
+    assert password not in str(outcome.to_dict())
+
+
 def test_writes_to_the_source_during_migrate(environment: Databases) -> None:
     dbs = environment
     writer = SourceWriter(dbs.source)
@@ -238,6 +257,10 @@ def test_writes_to_the_source_during_migrate(environment: Databases) -> None:
         )
         assert "source_drift" in str(report["report"])
         assert report["source_tables_moved"] == ["agent_messages", "ai_memories", "positions"]
+        saved = json.loads(Path(str(report["json_path"])).read_text())
+        assert saved["summary"] == report["summary"] and saved["passed"] is True
+        assert saved["source_moved"] == ["agent_messages", "ai_memories", "positions"]
+        assert saved["checks"]["source: source_drift"]["severity"] == "WARN"
         print(
             f"{writes} writes during the run; drift computed by the report in "
             f"{report['source_drift_seconds']}s over {len(TABLES)} source tables"
