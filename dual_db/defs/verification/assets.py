@@ -117,8 +117,8 @@ def compute_source_drift(
         # After cutover the old source may be gone: drift is then unknown, which is a warning about
         # the source, not a verification failure of the targets. The message carries a masked URL.
         summary = f"source drift unknown: {str(exc).splitlines()[0]}"
-        metadata = {"tables_checked": 0, "seconds": round(time.monotonic() - started, 3)}
-        return CheckOutcome(False, summary, [summary], metadata, severity="WARN"), []
+        unknown = {"tables_checked": 0, "seconds": round(time.monotonic() - started, 3)}
+        return CheckOutcome(False, summary, [summary], unknown, severity="WARN"), []
     moved = [table for table, outcome in per_table if not outcome.passed]
     failures = [line for _, outcome in per_table for line in outcome.failures]
     details = [
