@@ -2,6 +2,10 @@
 
 The summary line is what a person reads first ("42/42 tables identical, 0 rows missing"); the Markdown
 table is what they scroll; the dict is what the Dagster layer stores as metadata.
+
+"Identical" means identical to the source *at the copy's snapshot*. When the source has been written
+to since (a live application), the report says so in the summary line itself, naming the tables that
+moved, so that nobody reads "0 rows missing" as "the targets hold what the source holds now".
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ class TableRow:
         }
 
 
+# How many moved tables the summary line names (the report lists them all).
+_NAMED_IN_SUMMARY = 5
+
+
 def _md(text: str) -> str:
     """A Markdown table cell: pipes escaped, one line."""
     return text.replace("|", "\\|").replace("\n", " ")
@@ -62,6 +70,8 @@ class VerificationReport:
 
     tables: list[TableRow] = field(default_factory=list)
     outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
+    # Tables whose source content changed after their copy's snapshot (display names, sorted).
+    source_moved: list[str] = field(default_factory=list)
 
     def add_table(
         self,
@@ -78,6 +88,10 @@ class VerificationReport:
 
     def add_outcome(self, name: str, outcome: CheckOutcome) -> None:
         self.outcomes[name] = outcome
+
+    def set_source_moved(self, tables: Iterable[TableName | str]) -> None:
+        """Record which tables changed on the source since their snapshot (the source_drift finding)."""
+        self.source_moved = sorted({t.display if isinstance(t, TableName) else t for t in tables})
 
     @classmethod
     def build(
@@ -105,13 +119,24 @@ class VerificationReport:
         return all(t.identical for t in self.tables) and not any(o.blocking for o in self.outcomes.values())
 
     def summary_line(self) -> str:
-        """`42/42 tables identical, 0 rows missing` (`, 3 extra rows` appended when there are any)."""
+        """`42/42 tables identical, 0 rows missing` (`, 3 extra rows` appended when there are any).
+
+        When the source moved since the snapshot: `42/42 tables identical to the snapshot, 0 rows
+        missing; the source has moved since: 3 tables changed (a, b, c)`.
+        """
+        identical = "tables identical to the snapshot" if self.source_moved else "tables identical"
         line = (
-            f"{self.identical_tables}/{len(self.tables)} tables identical, "
+            f"{self.identical_tables}/{len(self.tables)} {identical}, "
             f"{plural(self.rows_missing, 'row')} missing"
         )
         if self.rows_extra:
             line += f", {plural(self.rows_extra, 'extra row')}"
+        if self.source_moved:
+            named = ", ".join(self.source_moved[:_NAMED_IN_SUMMARY])
+            if len(self.source_moved) > _NAMED_IN_SUMMARY:
+                named += f" and {len(self.source_moved) - _NAMED_IN_SUMMARY} more"
+            moved = plural(len(self.source_moved), "table")
+            line += f"; the source has moved since: {moved} changed ({named})"
         return line
 
     # ---- renderings --------------------------------------------------------------------------------
@@ -146,6 +171,7 @@ class VerificationReport:
             "tables_identical": self.identical_tables,
             "rows_missing": self.rows_missing,
             "rows_extra": self.rows_extra,
+            "source_moved": list(self.source_moved),
             "tables": [t.to_dict() for t in self.tables],
             "checks": {name: o.to_dict() for name, o in self.outcomes.items()},
         }

@@ -3,13 +3,23 @@
 Built from the latest check evaluations (this run's, when the checks ran in it) and the tables'
 materialization metadata; a Markdown table in the UI, a JSON file beside the dumps, and one summary
 line. It fails when anything does not match, so a green report means zero rows lost.
+
+The report also computes `source_drift` itself (and emits it as its WARN check): which source tables
+changed since their copy's snapshot. A check that ran after the report could not change what the
+report says; computed here, the summary line says "identical to the snapshot ... the source has moved
+since: ..." instead of a plain "0 rows missing" while the application is still writing.
 """
 
 import json
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
 
+from dual_db.db.connect import DatabaseUnreachable
+from dual_db.db.names import TableName
 from dual_db.defs.constants import (
     AI_EXTENSION_RULES,
     CHECKSUM_PARITY,
@@ -19,13 +29,17 @@ from dual_db.defs.constants import (
     POST_DATA_ASSETS,
     SCHEMA_PARITY,
     SEQUENCES_ALIGNED,
+    SOURCE_DRIFT,
     VERIFICATION_REPORT,
     table_key,
 )
-from dual_db.defs.resources import MigrationSettings
+from dual_db.defs.resources import MigrationSettings, SourceDatabase
 from dual_db.defs.state import latest_metadata
+from dual_db.defs.verification.checks import to_check_result
 from dual_db.routing import TARGETS, RoutingPlan
-from dual_db.verify.outcome import CheckOutcome
+from dual_db.verify import checks as verify
+from dual_db.verify.fingerprint import Fingerprint
+from dual_db.verify.outcome import CheckOutcome, plural
 from dual_db.verify.report import VerificationReport
 
 DATABASE_CHECKS = {
@@ -58,6 +72,76 @@ def _outcome(evaluation: Any, name: str) -> CheckOutcome:
     return CheckOutcome(bool(evaluation.passed), summary, failures, severity=severity)
 
 
+def recorded_source_fingerprints(
+    instance: dg.DagsterInstance, table_keys: Mapping[TableName, dg.AssetKey]
+) -> dict[TableName, Fingerprint]:
+    """Each copied table's source fingerprint at its copy's snapshot, from its latest materialization."""
+    expected: dict[TableName, Fingerprint] = {}
+    for table, key in table_keys.items():
+        metadata = latest_metadata(instance, key)
+        if metadata and "source_checksum" in metadata:
+            expected[table] = Fingerprint(int(metadata["source_rows"]), str(metadata["source_checksum"]))
+    return expected
+
+
+def compute_source_drift(
+    source: SourceDatabase, expected: Mapping[TableName, Fingerprint], *, workers: int
+) -> tuple[CheckOutcome, list[TableName]]:
+    """Fingerprint every copied table on the source now and compare with its snapshot fingerprint.
+
+    Read-only sessions, `workers` at a time. Returns the merged WARN outcome and the tables that moved
+    (a table that cannot be fingerprinted now counts as moved: nothing proves it did not).
+    """
+    started = time.monotonic()
+    if not expected:
+        outcome = CheckOutcome(True, "no table has been copied yet: nothing to compare", severity="WARN")
+        return outcome, []
+    tables = sorted(expected)
+    n = max(1, min(workers, len(tables)))
+    chunks = [tables[i::n] for i in range(n)]
+
+    def check(chunk: list[TableName]) -> list[tuple[TableName, CheckOutcome]]:
+        with source.get_connection() as conn:
+            # One table per call, so that each finding is attributed to its table.
+            return [
+                (table, verify.source_drift(conn, {table: expected[table]}, include_new_tables=False))
+                for table in chunk
+            ]
+
+    try:
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="dual-db-drift") as pool:
+            per_table = sorted(
+                (item for result in pool.map(check, chunks) for item in result), key=lambda item: item[0]
+            )
+    except DatabaseUnreachable as exc:
+        # After cutover the old source may be gone: drift is then unknown, which is a warning about
+        # the source, not a verification failure of the targets. The message carries a masked URL.
+        summary = f"source drift unknown: {str(exc).splitlines()[0]}"
+        unknown = {"tables_checked": 0, "seconds": round(time.monotonic() - started, 3)}
+        return CheckOutcome(False, summary, [summary], unknown, severity="WARN"), []
+    moved = [table for table, outcome in per_table if not outcome.passed]
+    failures = [line for _, outcome in per_table for line in outcome.failures]
+    details = [
+        entry
+        for _, outcome in per_table
+        for entry in outcome.metadata.get("drifted") or []  # type: ignore[union-attr]
+    ]
+    metadata: dict[str, Any] = {
+        "tables_checked": len(tables),
+        "moved_tables": [t.qualified for t in moved],
+        "drifted": details,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    if not moved:
+        summary = f"source: {plural(len(tables), 'table')} unchanged since the snapshot"
+        return CheckOutcome(True, summary, [], metadata, severity="WARN"), []
+    summary = (
+        f"source: {plural(len(moved), 'table')} changed since the snapshot (a cutover now loses these "
+        f"writes unless they are re-copied): {', '.join(t.display for t in moved)}"
+    )
+    return CheckOutcome(False, summary, failures, metadata, severity="WARN"), moved
+
+
 def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
     tables = {target: plan.tables(target) for target in TARGETS}
     table_checks = [
@@ -71,18 +155,32 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         for target in TARGETS
         for name in DATABASE_CHECKS[target]
     ]
+    table_keys = {
+        table: table_key(target, table.asset_name) for target in TARGETS for table in tables[target]
+    }
 
     @dg.asset(
         key=VERIFICATION_REPORT,
         deps=list(POST_DATA_ASSETS.values()),
         group_name="verification",
         kinds={"postgres"},
-        description="Per table: source rows, target rows, checksum match; per database: every check. "
-        "Fails unless every table is identical and every check passed.",
+        description="Per table: source rows, target rows, checksum match; per database: every check; "
+        "which source tables moved since the snapshot. Fails unless every table is identical and every "
+        "check passed (a moving source is a warning).",
+        check_specs=[
+            dg.AssetCheckSpec(
+                SOURCE_DRIFT,
+                asset=VERIFICATION_REPORT,
+                blocking=False,
+                description="Which tables changed on the source since their copy's snapshot: writes a "
+                "cutover now would lose. A warning, not a failure; computed by the report, which names "
+                "them in its summary.",
+            )
+        ],
     )
     def verification_report(
-        context: dg.AssetExecutionContext, settings: MigrationSettings
-    ) -> dg.MaterializeResult:
+        context: dg.AssetExecutionContext, settings: MigrationSettings, source: SourceDatabase
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         evaluations = _evaluations(context.instance, [*table_checks, *database_checks])
         report = VerificationReport()
         for target in TARGETS:
@@ -103,6 +201,11 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         for key in database_checks:
             name = f"{key.asset_key.path[0]}: {key.name}"
             report.add_outcome(name, _outcome(evaluations[key], key.name))
+        expected = recorded_source_fingerprints(context.instance, table_keys)
+        drift, moved = compute_source_drift(source, expected, workers=settings.copy_workers)
+        report.add_outcome(f"source: {SOURCE_DRIFT}", drift)
+        report.set_source_moved(moved)
+        drift_result = to_check_result(drift)
 
         out_dir = settings.dumps_path() / context.run.run_id
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,10 +220,15 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
             "tables": len(report.tables),
             "rows_missing": report.rows_missing,
             "rows_extra": report.rows_extra,
+            "source_tables_moved": dg.MetadataValue.json(report.source_moved),
+            "source_drift_seconds": dg.MetadataValue.float(float(drift.metadata.get("seconds") or 0.0)),  # type: ignore[arg-type]
         }
         context.log.info(summary)
         if not report.passed:
+            # The drift finding still reaches its check before the report fails.
+            yield drift_result
             raise dg.Failure(description=f"verification failed: {summary}", metadata=metadata)
-        return dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(metadata=metadata)
+        yield drift_result
 
     return verification_report

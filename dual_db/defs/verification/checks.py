@@ -1,8 +1,9 @@
-"""Database-level asset checks: extension rules, schema parity, foreign keys, sequences, source drift.
+"""Database-level asset checks: extension rules, schema parity, foreign keys, sequences.
 
 Each is a thin wrapper: open the connections, call the verification engine (`dual_db.verify.checks`),
 turn its `CheckOutcome` into an `AssetCheckResult`. The per-table checks (count_parity,
-checksum_parity) live with the table assets, which compute them as each table lands.
+checksum_parity) live with the table assets, which compute them as each table lands; source_drift
+lives with `verification_report`, which computes it so that its summary can say the source moved.
 """
 
 from typing import Any
@@ -18,11 +19,7 @@ from dual_db.defs.constants import (
     POST_DATA_ASSETS,
     SCHEMA_PARITY,
     SEQUENCES_ALIGNED,
-    SOURCE_DRIFT,
-    VERIFICATION_REPORT,
-    table_key,
 )
-from dual_db.defs.resources import SourceDatabase
 from dual_db.defs.state import latest_metadata
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify import checks as verify
@@ -167,39 +164,8 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
     return checks
 
 
-def build_source_drift_check(plan: RoutingPlan) -> dg.AssetChecksDefinition:
-    table_keys = {
-        table: table_key(target, table.asset_name) for target in TARGETS for table in plan.tables(target)
-    }
-
-    # On the report, so that it runs after every table was copied (on the source dump it would run
-    # before them, comparing the source with the previous run's copy).
-    @dg.asset_check(
-        asset=VERIFICATION_REPORT,
-        name=SOURCE_DRIFT,
-        blocking=False,
-        description="Which tables changed on the source since their copy's snapshot: writes a cutover now "
-        "would lose. A warning, not a failure.",
-    )
-    def source_drift(context: dg.AssetCheckExecutionContext, source: SourceDatabase) -> dg.AssetCheckResult:
-        expected: dict[TableName, Fingerprint] = {}
-        for table, key in table_keys.items():
-            metadata = latest_metadata(context.instance, key)
-            if metadata and "source_checksum" in metadata:
-                expected[table] = Fingerprint(int(metadata["source_rows"]), str(metadata["source_checksum"]))
-        if not expected:
-            return to_check_result(
-                CheckOutcome(True, "no table has been copied yet: nothing to compare", severity="WARN")
-            )
-        with source.get_connection() as conn:
-            return to_check_result(verify.source_drift(conn, expected, include_new_tables=False))
-
-    return source_drift
-
-
 def verification_checks(plan: RoutingPlan) -> list[dg.AssetChecksDefinition]:
     return [
         *build_database_checks("core", plan),
         *build_database_checks("ai", plan),
-        build_source_drift_check(plan),
     ]
