@@ -208,10 +208,10 @@ def test_report_summary_names_the_tables_the_source_moved() -> None:
 def test_source_drift_when_the_source_cannot_be_reached_is_a_warning_not_a_failed_report() -> None:
     """After cutover the old source may be gone: the report's drift then says it could not look,
     as a warning naming the server (masked), and does not fail the report."""
+    from dual_db.db.fingerprint import Fingerprint
     from dual_db.db.names import TableName
     from dual_db.defs.resources import SourceDatabase
     from dual_db.defs.verification.assets import compute_source_drift
-    from dual_db.verify.fingerprint import Fingerprint
 
     password = "Gone-Source-Pass-1"
     gone = SourceDatabase(url=f"postgresql://app:{password}@127.0.0.1:1/old", connect_timeout_seconds=2)

@@ -19,6 +19,7 @@ from typing import Any
 import dagster as dg
 
 from dual_db.db.connect import DatabaseUnreachable
+from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
 from dual_db.defs.constants import (
     AI_EXTENSION_RULES,
@@ -38,7 +39,6 @@ from dual_db.defs.state import latest_metadata
 from dual_db.defs.verification.checks import to_check_result
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify import checks as verify
-from dual_db.verify.fingerprint import Fingerprint
 from dual_db.verify.outcome import CheckOutcome, plural
 from dual_db.verify.report import VerificationReport
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import dagster as dg
 
-from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
 from dual_db.defs.constants import (
     AI_EXTENSION_RULES,
