@@ -229,31 +229,69 @@ def _fake_live_holder(instance: dg.DagsterInstance, pid: int) -> str:
     return run_id
 
 
+@pytest.fixture
+def holder_process() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process standing in for another run's executor."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_run_waiting_for_a_live_holder_names_it_and_stops_on_a_signal(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch, sig: signal.Signals
+    cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
+    holder_process: subprocess.Popen[bytes],
+    sig: signal.Signals,
 ) -> None:
-    holder_process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        with cli.instance(monkeypatch) as instance:
-            holder = _fake_live_holder(instance, holder_process.pid)
-            waiting = cli.start("job", "execute", "-j", "migrate")
-            # The waiting run says which run holds the slot (and its process), then waits for it.
-            named = waiting.wait_for_line(lambda line: holder in line and "waiting" in line, timeout=120)
-            assert f"pid {holder_process.pid}" in named, named
+    with cli.instance(monkeypatch) as instance:
+        holder = _fake_live_holder(instance, holder_process.pid)
+        waiting = cli.start("job", "execute", "-j", "migrate")
+        # The waiting run says which run holds the slot (and its process), then waits for it.
+        named = waiting.wait_for_line(lambda line: holder in line and "waiting" in line, timeout=120)
+        assert f"pid {holder_process.pid}" in named, named
 
-            # A signal stops the wait promptly (it used to be ignored), and the run ends failed.
-            time.sleep(2)
-            waiting.process.send_signal(sig)
-            output = waiting.finish(timeout=30)
-            assert waiting.process.returncode != 0
-            (run,) = [r for r in instance.get_runs() if r.run_id != holder]
-            assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED), output[-3000:]
-            # The live holder is left alone: still STARTED, still holding its slot.
-            still = instance.get_run_by_id(holder)
-            assert still is not None and still.status == dg.DagsterRunStatus.STARTED
-            slots = instance.event_log_storage.get_concurrency_info(SOURCE_POOL).claimed_slots
-            assert [s.run_id for s in slots] == [holder]
-    finally:
+        # It waits asleep: it used to spin at most of a core.
+        cpu_before, started = _cpu_seconds(waiting.process.pid), time.monotonic()
+        time.sleep(3)
+        cpu_share = (_cpu_seconds(waiting.process.pid) - cpu_before) / (time.monotonic() - started)
+        assert cpu_share < 0.15, f"a blocked run used {cpu_share:.0%} of a core"
+
+        # A signal stops the wait promptly (it used to be ignored), and the run ends failed.
+        waiting.process.send_signal(sig)
+        output = waiting.finish(timeout=30)
+        assert waiting.process.returncode != 0
+        (run,) = [r for r in instance.get_runs() if r.run_id != holder]
+        assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED), output[-3000:]
+        assert "Interrupted by a signal while step" in output
+        # The live holder is left alone: still STARTED, still holding its slot.
+        still = instance.get_run_by_id(holder)
+        assert still is not None and still.status == dg.DagsterRunStatus.STARTED
+        slots = instance.event_log_storage.get_concurrency_info(SOURCE_POOL).claimed_slots
+        assert [s.run_id for s in slots] == [holder]
+
+
+def test_a_holder_that_dies_while_waited_for_is_recovered(
+    cli: Cli, databases: Databases, monkeypatch: pytest.MonkeyPatch, holder_process: subprocess.Popen[bytes]
+) -> None:
+    with cli.instance(monkeypatch) as instance:
+        holder = _fake_live_holder(instance, holder_process.pid)
+        waiting = cli.start("job", "execute", "-j", "migrate")
+        waiting.wait_for_line(lambda line: holder in line and "waiting" in line, timeout=120)
         holder_process.kill()
         holder_process.wait()
+        # Found dead at the next re-check (every few seconds), failed, its slot freed: migrate goes on.
+        waiting.wait_for_line(lambda line: holder in line and "no longer running" in line, timeout=30)
+        output = waiting.finish(timeout=MIGRATE_TIMEOUT_SECONDS)
+        assert waiting.process.returncode == 0, output[-3000:]
+        dead = instance.get_run_by_id(holder)
+        assert dead is not None and dead.status == dg.DagsterRunStatus.FAILURE
+        (run,) = [r for r in instance.get_runs() if r.run_id != holder]
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert instance.event_log_storage.get_concurrency_info(SOURCE_POOL).claimed_slots == []
