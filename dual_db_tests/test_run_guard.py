@@ -59,10 +59,28 @@ def test_a_reused_pid_or_a_restarted_host_is_gone(sleeper: subprocess.Popen[byte
     assert identity.start is not None
     reused = replace(identity, start=str(int(identity.start) - 1))
     assert reused.liveness() == (Liveness.GONE, "the pid now belongs to another process")
+    assert identity.machine_id, "this test needs /etc/machine-id"
     rebooted = replace(identity, boot_id="00000000-0000-0000-0000-000000000000")
     assert rebooted.liveness() == (Liveness.GONE, "the host has restarted since")
-    elsewhere = replace(identity, host="some-other-host")
-    assert elsewhere.liveness() == (Liveness.UNKNOWN, "it runs on another host (some-other-host)")
+
+
+def test_processes_this_host_cannot_see_are_never_judged_dead(sleeper: subprocess.Popen[bytes]) -> None:
+    """Another host, another machine of the same name, another container: wait, never free on a guess."""
+    identity = ProcessIdentity.of(sleeper.pid)
+    gone_here = replace(identity, pid=2**22 + 1)  # no such pid here
+    assert gone_here.liveness()[0] is Liveness.GONE
+    cases = {
+        "it runs on another host (some-other-host)": replace(gone_here, host="some-other-host"),
+        f"it runs on another machine named {identity.host}": replace(gone_here, machine_id="0" * 32),
+        f"it ran before a restart of {identity.host}, or on another machine of that name": replace(
+            gone_here, boot_id="00000000-0000-0000-0000-000000000000", machine_id=None
+        ),
+        f"it runs in another container (pid namespace) on {identity.host}": replace(
+            gone_here, pid_namespace="pid:[1]"
+        ),
+    }
+    for reason, elsewhere in cases.items():
+        assert elsewhere.liveness() == (Liveness.UNKNOWN, reason)
 
 
 def test_identity_round_trips_through_run_tags(sleeper: subprocess.Popen[bytes]) -> None:

@@ -6,7 +6,7 @@ Dagster's run monitoring cannot help here: it needs the daemon and a run launche
 with `dagster job execute` has neither.
 
 So every run stamps itself with the identity of the process executing it (host, pid, the process's
-start time and the boot id, which together survive pid reuse), and before it claims any slot, and
+start time, boot, machine and pid namespace: see `ProcessIdentity`), and before it claims any slot, and
 again while it waits for one, it checks the runs that hold slots or claim to be running: a run of this
 host whose process is gone is marked failed and its slots are freed. Runs of other hosts, and runs
 without the stamp, cannot be checked from here; the waiting run names them instead.
@@ -30,6 +30,8 @@ TAG_PID = "dual_db/pid"
 # tells a run's process from a later process that reused its pid.
 TAG_PROCESS_START = "dual_db/process_start"
 TAG_BOOT_ID = "dual_db/boot_id"
+TAG_MACHINE_ID = "dual_db/machine_id"
+TAG_PID_NAMESPACE = "dual_db/pid_namespace"
 
 # Statuses of a run whose process may be executing it. STARTING runs are not stamped yet (the stamp
 # is written when execution begins), so they are never judged.
@@ -38,9 +40,24 @@ RUNNING_STATUSES = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 _PROC = Path("/proc")
 
 
-def _boot_id() -> str | None:
+def _read_first_line(path: Path) -> str | None:
     try:
-        return (_PROC / "sys/kernel/random/boot_id").read_text().strip() or None
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _boot_id() -> str | None:
+    return _read_first_line(_PROC / "sys/kernel/random/boot_id")
+
+
+def _machine_id() -> str | None:
+    return _read_first_line(Path("/etc/machine-id"))
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(_PROC / str(pid) / "ns/pid")
     except OSError:
         return None
 
@@ -68,17 +85,31 @@ class Liveness(Enum):
 
 @dataclass(frozen=True)
 class ProcessIdentity:
-    """The process executing a run, as recorded in the run's tags."""
+    """The process executing a run, as recorded in the run's tags.
+
+    A host name alone does not say "this machine": containers sharing the host's network share its
+    name but not its processes, and two machines may have the same name. So a process is only judged
+    from a machine with the same name, machine id (when known) and boot, in the same pid namespace.
+    """
 
     host: str
     pid: int
-    start: str | None
-    boot_id: str | None
+    start: str | None = None
+    boot_id: str | None = None
+    machine_id: str | None = None
+    pid_namespace: str | None = None
 
     @classmethod
     def of(cls, pid: int) -> ProcessIdentity:
         stat = _read_stat(pid) if _has_proc() else None
-        return cls(host=socket.gethostname(), pid=pid, start=stat[1] if stat else None, boot_id=_boot_id())
+        return cls(
+            host=socket.gethostname(),
+            pid=pid,
+            start=stat[1] if stat else None,
+            boot_id=_boot_id(),
+            machine_id=_machine_id(),
+            pid_namespace=_pid_namespace(pid),
+        )
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> ProcessIdentity | None:
@@ -89,15 +120,18 @@ class ProcessIdentity:
             pid=int(tags[TAG_PID]),
             start=tags.get(TAG_PROCESS_START) or None,
             boot_id=tags.get(TAG_BOOT_ID) or None,
+            machine_id=tags.get(TAG_MACHINE_ID) or None,
+            pid_namespace=tags.get(TAG_PID_NAMESPACE) or None,
         )
 
     def as_tags(self) -> dict[str, str]:
-        tags = {TAG_HOST: self.host, TAG_PID: str(self.pid)}
-        if self.start:
-            tags[TAG_PROCESS_START] = self.start
-        if self.boot_id:
-            tags[TAG_BOOT_ID] = self.boot_id
-        return tags
+        optional = {
+            TAG_PROCESS_START: self.start,
+            TAG_BOOT_ID: self.boot_id,
+            TAG_MACHINE_ID: self.machine_id,
+            TAG_PID_NAMESPACE: self.pid_namespace,
+        }
+        return {TAG_HOST: self.host, TAG_PID: str(self.pid)} | {k: v for k, v in optional.items() if v}
 
     def describe(self) -> str:
         return f"pid {self.pid} on host {self.host}"
@@ -106,9 +140,20 @@ class ProcessIdentity:
         """Whether this process still runs, and why that is known."""
         if self.host != socket.gethostname():
             return Liveness.UNKNOWN, f"it runs on another host ({self.host})"
+        machine_id = _machine_id()
+        if self.machine_id and machine_id and self.machine_id != machine_id:
+            return Liveness.UNKNOWN, f"it runs on another machine named {self.host}"
         boot_id = _boot_id()
         if self.boot_id and boot_id and self.boot_id != boot_id:
-            return Liveness.GONE, "the host has restarted since"
+            if self.machine_id and self.machine_id == machine_id:
+                return Liveness.GONE, "the host has restarted since"
+            return (
+                Liveness.UNKNOWN,
+                f"it ran before a restart of {self.host}, or on another machine of that name",
+            )
+        pid_namespace = _pid_namespace(os.getpid())
+        if self.pid_namespace and pid_namespace and self.pid_namespace != pid_namespace:
+            return Liveness.UNKNOWN, f"it runs in another container (pid namespace) on {self.host}"
         if not _has_proc():
             # No /proc (macOS): the pid alone, without protection against reuse.
             try:
