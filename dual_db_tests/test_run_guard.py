@@ -211,3 +211,14 @@ def test_a_slot_left_by_an_ended_run_is_freed(instance: dg.DagsterInstance) -> N
     assert warnings == [
         f"Freed the {SOURCE_POOL} pool slot held by run {ended}, which had already ended (CANCELED)."
     ]
+
+
+def test_every_job_runs_on_the_guarded_executor() -> None:
+    """`migrate`, `verify` and single-asset materializations (UI, `dagster asset materialize`) alike."""
+    from dual_db.definitions import build_definitions
+    from dual_db.defs.executor import guarded_in_process_executor
+    from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan
+
+    defs = build_definitions(RoutingPlan.load(DEFAULT_PLAN_FILE))
+    jobs = [*defs.resolve_all_job_defs(), defs.resolve_implicit_global_asset_job_def()]
+    assert {job.executor_def.name for job in jobs} == {guarded_in_process_executor.name}
