@@ -23,6 +23,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
+from dagster._core.storage.event_log.base import EventLogStorage
 
 TAG_HOST = "dual_db/host"
 TAG_PID = "dual_db/pid"
@@ -218,7 +219,7 @@ class RunGuard:
         self._warn = warn
 
     @property
-    def _storage(self):  # type: ignore[no-untyped-def]  # the instance's EventLogStorage
+    def _storage(self) -> EventLogStorage:
         return self._instance.event_log_storage
 
     def stamp(self) -> None:
