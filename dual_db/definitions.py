@@ -11,6 +11,7 @@ import os
 
 import dagster as dg
 
+from dual_db.defs.executor import guarded_in_process_executor
 from dual_db.defs.jobs import migrate_job, verify_job
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
 from dual_db.defs.source.assets import full_backup, schema_dump
@@ -49,7 +50,8 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
             "settings": MigrationSettings(),
         },
         # In-process: resources live for the whole run, so the snapshot is exported once per run.
-        executor=dg.in_process_executor,
+        # Guarded: runs whose process died are failed and their pool slots freed (defs/executor.py).
+        executor=guarded_in_process_executor,
     )
 
 
