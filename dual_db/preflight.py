@@ -23,9 +23,7 @@ from dual_db.db.catalog import (
     extension_available,
     has_triggers_or_foreign_keys,
     installed_extension,
-    list_sequences,
     list_tables,
-    regclass_literal,
 )
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
@@ -144,7 +142,7 @@ def preflight(
     with connection(source_url, read_only=True, application_name="dual-db preflight source") as conn:
         source_identity = database_identity(conn)
         # The backup reads every table and sequence; the copy reads the planned ones.
-        check_source_privileges(conn, source_url, [info.table for info in list_tables(conn)])
+        check_source_privileges(conn, source_url)
     states = {role: inspect_target(url, role) for role, url in targets.items()}
     check_distinct(source_identity, list(states.values()))
     for state in states.values():
@@ -153,6 +151,8 @@ def preflight(
             state.url, autocommit=True, application_name=f"dual-db preflight {state.role}"
         ) as conn:
             check_target_ownership(conn, state.role, state.url)
+            if state.role == "ai":
+                check_vector_installable(conn, state.url)
             if state.created_by_dual_db and state.marker is not None:
                 # A re-run copies into the tables it keeps, which carry their triggers and keys.
                 check_replica_role_privilege(conn, state.role, state.url, sorted(state.marker.tables))
@@ -164,36 +164,69 @@ def _current_role(conn: psycopg.Connection) -> str:
     return str(row[0]) if row else "?"
 
 
-def check_source_privileges(conn: psycopg.Connection, url: DatabaseUrl, tables: Sequence[TableName]) -> None:
-    """The source role can read every planned table and the sequences they use (pg_dump reads both).
+# What the source role cannot read among what dual-db reads (every user schema with tables or
+# sequences, every table, every sequence), by oid so that a schema without USAGE does not stop the
+# query itself.
+_UNREADABLE_SQL = """
+SELECT 'schema' AS kind, format('%%I', n.nspname) AS name
+FROM pg_namespace n
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+  AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'S'))
+  AND NOT has_schema_privilege(n.oid, 'USAGE')
+UNION ALL
+SELECT CASE c.relkind WHEN 'S' THEN 'sequence' ELSE 'table' END, format('%%I.%%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'S')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+  AND NOT CASE c.relkind WHEN 'S' THEN has_sequence_privilege(c.oid, 'SELECT')
+                         ELSE has_table_privilege(c.oid, 'SELECT') END
+ORDER BY 1, 2
+"""
 
-    Raises GuardError naming the role and the exact GRANTs missing. Reads only.
-    """
+_GRANT = {
+    "schema": "GRANT USAGE ON SCHEMA {name} TO {role}",
+    "table": "GRANT SELECT ON {name} TO {role}",
+    "sequence": "GRANT SELECT ON SEQUENCE {name} TO {role}",
+}
+
+
+def check_source_privileges(conn: psycopg.Connection, url: DatabaseUrl) -> None:
+    """The source role can read every schema, table and sequence (the backup reads them all, the
+    copy the planned ones). Raises GuardError naming the role and the exact GRANTs missing."""
     role = _current_role(conn)
-    missing: list[str] = []
-    for table in tables:
-        row = conn.execute(
-            "SELECT has_schema_privilege(%(schema)s, 'USAGE'), has_table_privilege(%(rel)s, 'SELECT')",
-            {"schema": table.schema, "rel": regclass_literal(table)},
-        ).fetchone()
-        if row is None:
-            continue
-        if not row[0]:
-            missing.append(f"GRANT USAGE ON SCHEMA {sql_ident(table.schema)} TO {sql_ident(role)}")
-        elif not row[1]:
-            missing.append(f"GRANT SELECT ON {table.qualified} TO {sql_ident(role)}")
-    for sequence in list_sequences(conn, with_values=False):
-        readable = conn.execute(
-            "SELECT has_sequence_privilege(%s, 'SELECT')", (regclass_literal(sequence.sequence),)
-        ).fetchone()
-        if readable and not readable[0]:
-            missing.append(f"GRANT SELECT ON SEQUENCE {sequence.sequence.qualified} TO {sql_ident(role)}")
+    missing = [
+        _GRANT[str(kind)].format(name=name, role=sql_ident(role))
+        for kind, name in conn.execute(_UNREADABLE_SQL, {})
+    ]
     if missing:
-        grants = "; ".join(dict.fromkeys(missing))
+        shown = "; ".join(missing[:10]) + (f"; and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise GuardError(
             f"the source role {role} on {url.masked()} cannot read {len(missing)} object(s) dual-db must "
-            f"copy: {grants}. Run those (as the tables' owner), or connect as a role that can."
+            f"copy: {shown}. Run those (as the objects' owner), or connect as a role that can "
+            "(GRANT pg_read_all_data covers all of it on PostgreSQL 14+)."
         )
+
+
+def check_vector_installable(conn: psycopg.Connection, url: DatabaseUrl) -> None:
+    """The AI role can install pgvector (unless it is installed already). pgvector's control file is
+    not `trusted`, and managed services allow it by their own lists, so the only exact test is to try,
+    in a transaction that is rolled back."""
+    if installed_extension(conn, "vector"):
+        return
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("CREATE EXTENSION vector")
+    except psycopg.errors.InsufficientPrivilege as exc:
+        role = _current_role(conn)
+        hint = exc.diag.message_hint or "pgvector is not a trusted extension"
+        raise GuardError(
+            f"the AI role {role} on {url.masked()} may not run CREATE EXTENSION vector "
+            f"({exc.diag.message_primary}; {hint}): "
+            "have a superuser (or the managed service's extension setting) install it in that database "
+            "first, then re-run."
+        ) from None
 
 
 def needs_replica_role(conn: psycopg.Connection, tables: Sequence[TableName]) -> list[TableName]:

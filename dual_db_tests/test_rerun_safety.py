@@ -115,7 +115,7 @@ def test_a_failed_rerun_keeps_the_previous_contents(environment: Databases) -> N
         assert killed, "no dual-db session waited for the lock on positions"
         assert not failed.success
         text = _failure_text(failed)
-        assert "positions" in text and "kept its previous contents" in text
+        assert "positions" in text and "keeps its previous contents" in text
         # The table whose copy was killed, and every other table, still hold the previous copy.
         assert _count(dbs.core, "positions") == 4000
         assert _count(dbs.core, "users") == 50

@@ -32,7 +32,7 @@ from dual_db.db.catalog import (
 from dual_db.db.connect import connect
 from dual_db.db.fingerprint import Fingerprint, table_fingerprint, vector_extension_schema
 from dual_db.db.names import TableName
-from dual_db.db.snapshot import close_snapshot_session, snapshot_session_connection
+from dual_db.db.snapshot import SnapshotLost, close_snapshot_session, snapshot_session_connection
 from dual_db.db.urls import DatabaseUrl
 
 
@@ -237,6 +237,7 @@ def copy_tables(
     sizes: dict[TableName, int] | None = None,
     on_result: Callable[[TableCopyResult], None] | None = None,
     stop_on_error: bool = False,
+    target_name: str = "target",
 ) -> CopyRun:
     """Copy `tables` with `workers` parallel streams, largest first (the longest table starts first, so
     the run is not left waiting on one big table at the end).
@@ -284,6 +285,13 @@ def copy_tables(
             # open before a table is taken, so a failed connection never strands a table.
             try:
                 src_conn = snapshot_session_connection(source_url, snapshot_id)
+            except SnapshotLost as exc:
+                # No worker can join it any more: every table still queued fails with that reason.
+                with lock:
+                    for table in queue:
+                        errors[table] = CopyError(f"table {table} was not copied: {exc}")
+                    queue.clear()
+                return
             except Exception as exc:
                 give_up(exc)
                 return
@@ -310,7 +318,9 @@ def copy_tables(
                 )
             except Exception as exc:
                 with lock:
-                    errors[table] = exc
+                    errors[table] = _explain_failure(
+                        table, exc, src_conn, tgt_conn, source_url, target_url, target_name
+                    )
                 if stop_on_error:
                     stop.set()
                 return
@@ -333,3 +343,24 @@ def copy_tables(
                 + (str(cause) if cause else "an earlier failure stopped the run")
             )
     return CopyRun(results=results, errors=errors, seconds=time.monotonic() - started, warnings=warnings)
+
+
+def _explain_failure(
+    table: TableName,
+    exc: Exception,
+    source: psycopg.Connection,
+    target: psycopg.Connection,
+    source_url: DatabaseUrl,
+    target_url: DatabaseUrl,
+    target_name: str,
+) -> Exception:
+    """Say which server a lost connection was on: libpq's words are the same for both sides."""
+    # libpq's first line is the reason; the rest ("This probably means...") is boilerplate.
+    reason = (str(exc).strip().splitlines() or [""])[0]
+    if target.broken:
+        where = f"the {target_name} database {target_url.masked()} dropped the connection while loading it"
+    elif source.broken:
+        where = f"the source {source_url.masked()} dropped the connection while it was read"
+    else:
+        return exc
+    return CopyError(f"{where} ({reason}); rolled back")

@@ -23,6 +23,10 @@ from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 
 
+class SnapshotLost(RuntimeError):
+    """A reader could not join the run's snapshot: its holding session has ended."""
+
+
 @dataclass(frozen=True)
 class ExportedSnapshot:
     snapshot_id: str
@@ -92,6 +96,8 @@ class SnapshotHolder:
         if self._conn is not None:
             try:
                 self._conn.rollback()
+            except psycopg.Error:
+                pass  # the holder's session already ended (terminated, server restarted): nothing to end
             finally:
                 self._conn.close()
         self._conn = None
@@ -126,7 +132,13 @@ def snapshot_session_connection(
     try:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         if snapshot_id is not None:
-            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            try:
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            except (psycopg.errors.UndefinedObject, psycopg.errors.InvalidParameterValue) as exc:
+                raise SnapshotLost(
+                    f"the run's source snapshot {snapshot_id} is gone: the session holding it ended "
+                    f"({exc.diag.message_primary}). Re-run migrate: it takes a new snapshot."
+                ) from None
     except BaseException:
         conn.close()
         raise

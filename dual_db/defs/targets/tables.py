@@ -183,6 +183,7 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                     snapshot_id=exported.snapshot_id,
                     workers=settings.copy_workers,
                     sizes=sizes,
+                    target_name=target,
                 ):
                     if isinstance(item, CopyRun):
                         run = item
@@ -208,8 +209,8 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                     detail = "; ".join(f"{t}: {e}" for t, e in sorted(failed.items()))
                     raise dg.Failure(
                         description=f"{len(failed)} of {len(key_of)} table(s) failed to copy to {target}: "
-                        f"{detail}. Re-materialize the failed tables (or run migrate again): a table that "
-                        "failed kept its previous contents.",
+                        f"{detail}. A failed table keeps its previous contents: re-materialize it or "
+                        "re-run migrate.",
                         metadata={"failed_tables": [str(t) for t in sorted(failed)]},
                     )
                 context.log.info(f"copied {len(run.results)} table(s) to {target} in {run.seconds:.1f}s")
