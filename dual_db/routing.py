@@ -14,7 +14,6 @@ database. `dual-db plan --discover` reads the live source catalog and writes the
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import psycopg
 import yaml
 
+from dual_db.db import env
 from dual_db.db.catalog import list_tables, table_columns
 from dual_db.db.names import TableName
 from dual_db.verify.checks import SoftReference
@@ -39,7 +39,8 @@ class RoutingPlanError(ValueError):
 
 
 def plan_path() -> Path:
-    configured = os.environ.get(PLAN_FILE_ENV)
+    """`$DUAL_DB_PLAN_FILE`, else `routing_plan.yaml`. Refuses a value `.env` silently replaced."""
+    configured = env.get(PLAN_FILE_ENV)
     return Path(configured) if configured else DEFAULT_PLAN_FILE
 
 

@@ -75,7 +75,7 @@ class DatabaseUrl:
             params = psycopg.conninfo.conninfo_to_dict(_translate_asyncpg_params(text))
         except psycopg.ProgrammingError as exc:
             # libpq's message quotes the offending fragment, which may be the password: keep it out.
-            raise DatabaseUrlError(f"cannot parse database URL {_mask_raw(raw)}") from exc
+            raise DatabaseUrlError(f"cannot parse database URL {mask_unparseable_url(raw)}") from exc
         params = {k: str(v) for k, v in params.items() if v is not None and str(v) != ""}
         port_text = params.pop("port", None)
         port: int | None = None
@@ -219,8 +219,8 @@ def _translate_asyncpg_params(text: str) -> str:
     return base + "?" + "&".join(parts)
 
 
-def _mask_raw(raw: str) -> str:
-    """Best-effort masking of an unparseable URL for an error message."""
+def mask_unparseable_url(raw: str) -> str:
+    """Best-effort masking of a URL that does not parse, for an error message."""
     text = raw.strip()
     if "://" in text:
         scheme, rest = text.split("://", 1)
