@@ -62,6 +62,7 @@ class DatabaseUrl:
         if not isinstance(raw, str) or not raw.strip():
             raise DatabaseUrlError("database URL is empty")
         text = raw.strip()
+        hint = "percent-encode spaces and the characters @ : / ? # in the user name and password"
         if "://" in text:
             scheme, rest = text.split("://", 1)
             base = scheme.split("+", 1)[0].lower()
@@ -71,11 +72,18 @@ class DatabaseUrl:
                     "or postgresql+<driver>://"
                 )
             text = "postgresql://" + rest
+            if rest.split("/", 1)[0].count("@") > 1:
+                # libpq would take what follows the first '@' for the host: part of the password.
+                raise DatabaseUrlError(
+                    f"database URL {mask_unparseable_url(raw)} has more than one '@': {hint}"
+                )
         try:
             params = psycopg.conninfo.conninfo_to_dict(_translate_asyncpg_params(text))
-        except psycopg.ProgrammingError as exc:
-            # libpq's message quotes the offending fragment, which may be the password: keep it out.
-            raise DatabaseUrlError(f"cannot parse database URL {mask_unparseable_url(raw)}") from exc
+        except psycopg.ProgrammingError:
+            # libpq's message quotes the offending fragment, which may be the password: keep it out of
+            # the message and out of the chain (`from None`), which tracebacks and Dagster's event
+            # log print too.
+            raise DatabaseUrlError(f"cannot parse database URL {mask_unparseable_url(raw)}: {hint}") from None
         params = {k: str(v) for k, v in params.items() if v is not None and str(v) != ""}
         port_text = params.pop("port", None)
         port: int | None = None
@@ -85,7 +93,10 @@ class DatabaseUrl:
             try:
                 port = int(port_text)
             except ValueError:
-                raise DatabaseUrlError(f"port {port_text!r} is not a number") from None
+                # Not quoted: an unencoded '/' or '@' in the password makes libpq read part of it as the port.
+                raise DatabaseUrlError(
+                    f"the port in database URL {mask_unparseable_url(raw)} is not a number: {hint}"
+                ) from None
         host = params.pop("host", None)
         if host is not None and "," in host:
             raise DatabaseUrlError("multi-host URLs are not supported: name one server per URL")
