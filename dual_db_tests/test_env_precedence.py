@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from dual_db.db.connect import connection
@@ -77,6 +79,48 @@ def test_dagster_cli_refuses_dotenv_settings_that_differ_from_the_shell(project:
     assert run.returncode != 0
     assert f"DUAL_DB_PLAN_FILE is {project.cwd / 'plan.yaml'} in the shell but {other_plan} in" in output
     assert _user_tables(project.core) == 0
+
+
+LAUNCHING_INSTANCE = """
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_POSTGRES_URL
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+telemetry:
+  enabled: false
+"""
+
+
+def test_a_run_launched_in_a_worker_process_refuses_too(
+    project: DagsterProject,
+    servers: EmbeddedCluster,
+    new_database,  # type: ignore[no-untyped-def]
+) -> None:
+    """As under `dagster dev`: the code server and the run worker are child processes that inherit the
+    environment after Dagster applied `.env` over it."""
+    (project.home / "dagster.yaml").write_text(LAUNCHING_INSTANCE)  # runs start at once, no daemon
+    dotenv_core = new_database(servers["core"])
+    (project.cwd / ".env").write_text(f"CORE_DATABASE_URL={dotenv_core.uri()}\n")
+    launch = project.run(
+        "dagster", "job", "launch", "-m", "dual_db.definitions", "-j", "migrate", env=project.urls_env()
+    )
+    assert launch.returncode == 0, launch.stderr[-3000:]
+    deadline = time.monotonic() + 300
+    while True:
+        with project.instance() as instance:
+            runs = instance.get_runs()
+            if runs and runs[0].is_finished:
+                break
+        assert time.monotonic() < deadline, "the launched run did not finish"
+        time.sleep(1)
+    run, events = project.latest_run_events()
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    line = f"CORE_DATABASE_URL is {project.core.masked()} in the shell but {dotenv_core.masked()} in"
+    assert any(line in description for description in step_failure_descriptions(events))
+    assert _user_tables(dotenv_core) == 0 and _user_tables(project.core) == 0
 
 
 def test_processes_started_by_a_dagster_command_compare_with_its_launch_environment(tmp_path: Path) -> None:
