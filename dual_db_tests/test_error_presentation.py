@@ -128,3 +128,32 @@ def test_a_wrong_password_fails_the_cli_run_with_one_clear_line_first(project: D
     following = [line for line in lines[first_failure + 1 :] if line.strip()]
     assert following[0] == f"dagster._core.definitions.events.Failure: {expected}"
     assert "Wrong-Pw-42" not in run.stdout + run.stderr
+
+
+def test_clear_failure_turns_a_guard_error_into_a_one_line_step_failure(databases: Databases) -> None:
+    """How the assets use `clear_failure`: the guard's sentence is the step's failure and its first log."""
+    from dual_db.db.connect import connection
+    from dual_db.defs.errors import clear_failure
+    from dual_db.preflight import preflight
+
+    with connection(databases.core, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+
+    @dg.asset
+    def guarded(context) -> None:  # type: ignore[no-untyped-def]  # a string annotation confuses Dagster here
+        with clear_failure(context):
+            preflight(databases.source, {"core": databases.core, "ai": databases.ai})
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([guarded], instance=instance, raise_on_error=False)
+        records = list(instance.all_logs(result.run_id))
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    description = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+    assert description.startswith(f"the core database {databases.core.masked()} already has the vector")
+    assert "\n" not in description
+    # The same line is logged as an ERROR just before the step failure; the guard's error is the cause.
+    errors = [r for r in records if r.level == 40 and r.dagster_event is None]
+    assert [r.user_message for r in errors] == [description]
+    assert failure.step_failure_data.error is not None
+    assert "GuardError" in failure.step_failure_data.error.to_string()
