@@ -1,5 +1,6 @@
 """Dagster resources: one per database, the run's source snapshot, and migration settings."""
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,8 +49,14 @@ class PostgresDatabase(dg.ConfigurableResource):
             try:
                 return DatabaseUrl.parse(raw)
             except DatabaseUrlError as exc:
-                source = " or ".join(self.env_names) if not self.url and self.env_names else "url"
-                raise DatabaseUrlError(f"the {self.role} database URL ({source}): {exc}") from None
+                raise DatabaseUrlError(f"the {self.role} database URL ({self._origin(raw)}): {exc}") from None
+
+    def _origin(self, raw: str) -> str:
+        """Where `raw` came from, for an error message: the variable holding it, else the setting."""
+        for name in self.env_names:
+            if os.environ.get(name) == raw:
+                return name
+        return "the url setting of the resource"
 
     @property
     def masked_url(self) -> str:
