@@ -107,10 +107,18 @@ class DagsterProject:
         return self.run("dagster", "job", "execute", "-m", "dual_db.definitions", "-j", job, env=env)
 
     def instance(self) -> dg.DagsterInstance:
+        """The runs' instance, for reading. Plain dagster-postgres storage (a connection per query):
+        the project's pooled storage would keep connections open in the test process after use."""
+        reader_home = self.home.parent / "reader_home"
+        reader_home.mkdir(exist_ok=True)
+        (reader_home / "dagster.yaml").write_text(
+            "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_POSTGRES_URL\n"
+            "telemetry:\n  enabled: false\n"
+        )
         previous = os.environ.get("DAGSTER_POSTGRES_URL")
         os.environ["DAGSTER_POSTGRES_URL"] = self.instance_db.sqlalchemy_url()
         try:
-            return dg.DagsterInstance.from_config(str(self.home))
+            return dg.DagsterInstance.from_config(str(reader_home))
         finally:
             if previous is None:
                 del os.environ["DAGSTER_POSTGRES_URL"]
