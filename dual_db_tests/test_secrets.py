@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from dual_db.db.urls import DatabaseUrl, DatabaseUrlError
-from dual_db.embedded import EmbeddedCluster
+from dual_db.embedded import EmbeddedCluster, pg_bin_dir
 from dual_db_tests.cli_support import DagsterProject, all_text_under, make_project
 
 MALFORMED_PASSWORD = "pa ss"
@@ -80,12 +80,32 @@ class CommandLineWatcher:
         self._thread.join()
 
 
+def _recording_pg_dump(bin_dir: Path, log_dir: Path) -> None:
+    """A pg_dump that writes down its environment (`ps e` shows it to the user), then is pg_dump."""
+    bin_dir.mkdir()
+    log_dir.mkdir()
+    real = pg_bin_dir(18) / "pg_dump"
+    wrapper = bin_dir / "pg_dump"
+    wrapper.write_text(f'#!/bin/sh\nenv > "{log_dir}/pg_dump.$$.env"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o700)
+
+
 def test_a_cli_migration_and_a_malformed_url_leak_no_password(project: DagsterProject) -> None:
+    bin_dir, env_log = project.cwd.parent / "pg-bin", project.cwd.parent / "pg-dump-environments"
+    _recording_pg_dump(bin_dir, env_log)
     with CommandLineWatcher() as watcher:
-        migrate = project.dagster_job("migrate", env=project.urls_env())
+        migrate = project.dagster_job(
+            "migrate", env={**project.urls_env(), "DUAL_DB_PG_BIN_DIR": str(bin_dir)}
+        )
     assert migrate.returncode == 0, migrate.stderr[-3000:]
     pg_dumps = [cmd for cmd in watcher.seen if "pg_dump" in cmd and project.source.dbname in cmd]
     assert pg_dumps, "no pg_dump seen: the watcher proves nothing"
+    environments = [path.read_text() for path in env_log.iterdir()]
+    # The pg_dumps that connect (the backup, the schema sections) get their password in a passfile.
+    # `pg_dump --version` (pg_tool_version_string in dual_db/schema/dump.py) still runs with the run's
+    # whole environment, URLs included, until it passes env=client_tool_environment(): not checked here.
+    connecting = [environ for environ in environments if "PGPASSFILE=" in environ]
+    assert len(connecting) >= 2
 
     malformed = project.dagster_job("migrate", env={**project.urls_env(), "CORE_DATABASE_URL": MALFORMED_URL})
     assert malformed.returncode != 0
@@ -113,6 +133,7 @@ def test_a_cli_migration_and_a_malformed_url_leak_no_password(project: DagsterPr
         "compute logs": compute_logs,
         ".dual_db": files,
         "command lines": "\n".join(watcher.seen),
+        "environment of the pg_dumps that connect": "\n".join(connecting),
     }
     secrets = [*project.passwords, MALFORMED_PASSWORD, replace(project.core).password]
     for where, text in places.items():

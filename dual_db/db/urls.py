@@ -197,7 +197,9 @@ class DatabaseUrl:
         The password goes into a passfile readable by this user only, deleted afterwards, so it is
         in neither the command line (`ps`) nor the environment of the child.
         """
-        env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGPASSFILE")}
+        # Nor any URL with a password from dual-db's own environment: a process's environment is
+        # visible to its user (`ps e`, /proc/<pid>/environ), and pg_dump needs none of it.
+        env = {k: v for k, v in os.environ.items() if not _holds_a_password(k)}
         conninfo = self.conninfo(with_password=False)
         if self.password is None:
             yield conninfo, env
@@ -210,6 +212,13 @@ class DatabaseUrl:
             passfile.chmod(stat.S_IRUSR | stat.S_IWUSR)
             env["PGPASSFILE"] = str(passfile)
             yield conninfo, env
+
+
+def _holds_a_password(variable: str) -> bool:
+    """Variables kept out of the environment of the client tools dual-db runs."""
+    return variable in ("PGPASSWORD", "PGPASSFILE", "DAGSTER_POSTGRES_URL") or variable.endswith(
+        "DATABASE_URL"
+    )
 
 
 def _translate_asyncpg_params(text: str) -> str:
