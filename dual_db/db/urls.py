@@ -9,7 +9,6 @@ never through a command line that `ps` would show.
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -197,9 +196,7 @@ class DatabaseUrl:
         The password goes into a passfile readable by this user only, deleted afterwards, so it is
         in neither the command line (`ps`) nor the environment of the child.
         """
-        # Nor any URL with a password from dual-db's own environment: a process's environment is
-        # visible to its user (`ps e`, /proc/<pid>/environ), and pg_dump needs none of it.
-        env = {k: v for k, v in os.environ.items() if not _holds_a_password(k)}
+        env = client_tool_environment()
         conninfo = self.conninfo(with_password=False)
         if self.password is None:
             yield conninfo, env
@@ -208,14 +205,24 @@ class DatabaseUrl:
             passfile = Path(tmp) / "pgpass"
             # One dedicated passfile per connection: wildcards match exactly this server.
             escaped = self.password.replace("\\", "\\\\").replace(":", "\\:")
-            passfile.write_text(f"*:*:*:*:{escaped}\n")
-            passfile.chmod(stat.S_IRUSR | stat.S_IWUSR)
+            # 0600 from creation (the directory is 0700 too): never readable by others, not even briefly.
+            with os.fdopen(os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write(f"*:*:*:*:{escaped}\n")
             env["PGPASSFILE"] = str(passfile)
             yield conninfo, env
 
 
+def client_tool_environment() -> dict[str, str]:
+    """dual-db's environment for a PostgreSQL client tool (pg_dump, psql), without any password.
+
+    No URL from dual-db's own environment (`*DATABASE_URL`, `DAGSTER_POSTGRES_URL`): a process's
+    environment is visible to its user (`ps e`, /proc/<pid>/environ), and the tools need none of it.
+    No PGPASSWORD/PGPASSFILE either: `libpq_subprocess` hands the password over in its own passfile.
+    """
+    return {k: v for k, v in os.environ.items() if not _holds_a_password(k)}
+
+
 def _holds_a_password(variable: str) -> bool:
-    """Variables kept out of the environment of the client tools dual-db runs."""
     return variable in ("PGPASSWORD", "PGPASSFILE", "DAGSTER_POSTGRES_URL") or variable.endswith(
         "DATABASE_URL"
     )
