@@ -28,7 +28,7 @@ from psycopg import sql
 
 from dual_db.db.connect import connection
 from dual_db.db.env import write_private_text
-from dual_db.db.urls import DatabaseUrl
+from dual_db.db.urls import DatabaseUrl, client_tool_environment
 
 DEFAULT_STATE_DIR = Path(".dual_db")
 SUPERUSER = "postgres"
@@ -174,6 +174,9 @@ class EmbeddedServer:
                     stdin=subprocess.DEVNULL,
                     timeout=timeout,
                     cwd=self.root,
+                    # The server inherits this environment (as another user when running as root):
+                    # none of the URLs or PGPASSWORD the shell may export.
+                    env=client_tool_environment(),
                     **run_kwargs,  # type: ignore[arg-type]
                 )
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from dual_db.db.urls import DatabaseUrl, DatabaseUrlError
-from dual_db.embedded import EmbeddedCluster, pg_bin_dir
+from dual_db.embedded import EmbeddedCluster, EmbeddedServer, pg_bin_dir
 from dual_db_tests.cli_support import DagsterProject, all_text_under, make_project
 
 MALFORMED_PASSWORD = "pa ss"
@@ -139,3 +139,22 @@ def test_a_cli_migration_and_a_malformed_url_leak_no_password(project: DagsterPr
     for where, text in places.items():
         for secret in secrets:
             assert secret and secret not in text, f"a password leaked into the {where}"
+
+
+def test_embedded_servers_do_not_inherit_a_password_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dual-db up` from a shell that exports URLs: the servers (run as another user under root) would
+    carry them in their environment, readable by that user."""
+    monkeypatch.setenv("CORE_DATABASE_URL", "postgresql://app:Inherited-Pw-7@db.example.com/core")
+    monkeypatch.setenv("PGPASSWORD", "Inherited-Pw-8")
+    server = EmbeddedServer(name="inherit", root=tmp_path / "inherit")
+    server.start()
+    try:
+        pid = server.pid()
+        assert pid is not None
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode("utf-8", "replace")
+        assert "PATH=" in environ  # the environment is readable, and holds no password
+        assert "Inherited-Pw-7" not in environ and "Inherited-Pw-8" not in environ
+    finally:
+        server.stop()
