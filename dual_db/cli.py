@@ -10,32 +10,23 @@ The migration itself runs in Dagster: `dagster job execute -m dual_db.definition
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from dual_db.db.urls import DatabaseUrl, DatabaseUrlError, resolve_url
+from dual_db.db.connect import DatabaseUnreachable
+from dual_db.db.env import EnvironmentConflict, MissingVariable, load_env_file, require
+from dual_db.db.urls import DatabaseUrl, DatabaseUrlError
 from dual_db.embedded import DEFAULT_STATE_DIR, ROLE_DATABASES, EmbeddedCluster, write_env_file
 
 ENV_FILE = Path(".env")
 
 
-def _load_env_file(path: Path = ENV_FILE) -> None:
-    """Read `.env` into os.environ (without overriding what is set), as `dagster` does."""
-    if not path.exists():
-        return
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
-
-
 def _source_url() -> DatabaseUrl:
-    _load_env_file()
-    return resolve_url("SOURCE_DATABASE_URL", "DATABASE_URL")
+    # `.env` fills in what the shell does not set; a value that differs from the shell's is refused,
+    # as under `dagster` (see dual_db.db.env).
+    load_env_file(ENV_FILE)
+    return DatabaseUrl.parse(require("SOURCE_DATABASE_URL", "DATABASE_URL"))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -99,18 +90,15 @@ def cmd_demo_source(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from dual_db.db.connect import connection
-    from dual_db.routing import RoutingPlan, RoutingPlanError, discover, plan_path
+    from dual_db.routing import RoutingPlan, discover, plan_path
 
+    load_env_file(ENV_FILE)  # before plan_path(): `.env` may name the plan file
     path = Path(args.file) if args.file else plan_path()
     if not args.discover:
         plan = RoutingPlan.load(path)
         print(f"{path}: {len(plan.core)} core, {len(plan.ai)} ai, {len(plan.exclude)} excluded")
         return 0
-    try:
-        existing = RoutingPlan.load(path) if path.exists() else None
-    except RoutingPlanError as exc:
-        print(f"dual-db: {exc}", file=sys.stderr)
-        return 2
+    existing = RoutingPlan.load(path) if path.exists() else None
     url = _source_url()
     with connection(url, read_only=True, application_name="dual-db plan") as conn:
         plan, changes = discover(conn, existing)
@@ -144,10 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from dual_db.routing import RoutingPlanError
+
     try:
         return int(args.func(args))
-    except DatabaseUrlError as exc:
-        print(f"dual-db: {exc}", file=sys.stderr)
+    except (
+        DatabaseUrlError,
+        DatabaseUnreachable,
+        EnvironmentConflict,
+        MissingVariable,
+        RoutingPlanError,
+    ) as exc:
+        # What the user must fix, on one line; the message names the server masked, never a password.
+        print(f"dual-db: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 

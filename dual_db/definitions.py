@@ -7,8 +7,6 @@ one exported source snapshot held by the `snapshot` resource.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from dual_db.defs.executor import guarded_in_process_executor
@@ -22,16 +20,9 @@ from dual_db.defs.verification.checks import verification_checks
 from dual_db.routing import RoutingPlan
 
 
-def _source_url_env() -> dg.EnvVar:
-    # The plan calls the source DATABASE_URL; SOURCE_DATABASE_URL wins when both are set.
-    if os.environ.get("SOURCE_DATABASE_URL") or not os.environ.get("DATABASE_URL"):
-        return dg.EnvVar("SOURCE_DATABASE_URL")
-    return dg.EnvVar("DATABASE_URL")
-
-
 def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
     plan = plan or RoutingPlan.load()
-    source = SourceDatabase(url=_source_url_env())
+    source = SourceDatabase()
     return dg.Definitions(
         assets=[
             full_backup,
@@ -44,8 +35,8 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
         jobs=[migrate_job, verify_job],
         resources={
             "source": source,
-            "core": CoreDatabase(url=dg.EnvVar("CORE_DATABASE_URL")),
-            "ai": AiDatabase(url=dg.EnvVar("AI_DATABASE_URL")),
+            "core": CoreDatabase(),
+            "ai": AiDatabase(),
             "snapshot": SourceSnapshot(source=source),
             "settings": MigrationSettings(),
         },

@@ -25,8 +25,9 @@ from pathlib import Path
 from psycopg import sql
 
 from dual_db.db.connect import connection
+from dual_db.db.env import write_private_text
 from dual_db.db.pg_tools import pg_bin_dir, pgserver_utils
-from dual_db.db.urls import DatabaseUrl
+from dual_db.db.urls import DatabaseUrl, client_tool_environment
 
 DEFAULT_STATE_DIR = Path(".dual_db")
 SUPERUSER = "postgres"
@@ -115,8 +116,8 @@ class EmbeddedServer:
         return json.loads(self.state_file.read_text())
 
     def _write_state(self, state: dict[str, object]) -> None:
-        self.state_file.write_text(json.dumps(state, indent=2))
-        self.state_file.chmod(0o600)
+        # It holds the superuser password: 0600 from its first byte, not chmod-ed after the write.
+        write_private_text(self.state_file, json.dumps(state, indent=2))
 
     @property
     def initialized(self) -> bool:
@@ -152,6 +153,9 @@ class EmbeddedServer:
                     stdin=subprocess.DEVNULL,
                     timeout=timeout,
                     cwd=self.root,
+                    # The server inherits this environment (as another user when running as root):
+                    # none of the URLs or PGPASSWORD the shell may export.
+                    env=client_tool_environment(),
                     **run_kwargs,  # type: ignore[arg-type]
                 )
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
@@ -197,8 +201,7 @@ class EmbeddedServer:
         self.pgdata.mkdir(mode=0o700)
         password = secrets.token_urlsafe(24)
         pwfile = self.root / ".pwfile"
-        pwfile.write_text(password + "\n")
-        pwfile.chmod(0o600)
+        write_private_text(pwfile, password + "\n")
         self._prepare_ownership()
         if _running_as_root():
             import pwd
@@ -371,8 +374,8 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
         if not lines:
             out.append("# Written by `dual-db up` (embedded servers). Holds passwords: never commit it.")
         out.extend(f"{key}={value}" for key, value in remaining.items())
-    path.write_text("\n".join(out) + "\n")
-    path.chmod(0o600)
+    # Replaced by a file that is 0600 from its first byte (an existing 0644 .env included).
+    write_private_text(path, "\n".join(out) + "\n")
 
 
 __all__ = [

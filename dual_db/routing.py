@@ -14,7 +14,6 @@ database. `dual-db plan --discover` reads the live source catalog and writes the
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import psycopg
 import yaml
 
+from dual_db.db import env
 from dual_db.db.catalog import list_tables, table_columns
 from dual_db.db.names import TableName
 from dual_db.db.references import SoftReference
@@ -39,7 +39,8 @@ class RoutingPlanError(ValueError):
 
 
 def plan_path() -> Path:
-    configured = os.environ.get(PLAN_FILE_ENV)
+    """`$DUAL_DB_PLAN_FILE`, else `routing_plan.yaml`. Refuses a value `.env` silently replaced."""
+    configured = env.get(PLAN_FILE_ENV)
     return Path(configured) if configured else DEFAULT_PLAN_FILE
 
 
@@ -54,13 +55,20 @@ class RoutingPlan:
     def load(cls, path: Path | None = None) -> RoutingPlan:
         path = path or plan_path()
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise RoutingPlanError(
                 f"routing plan {path} not found: run `dual-db plan --discover` to write one"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise RoutingPlanError(
+                f"routing plan {path} is not UTF-8 text (byte {exc.start}): is it the right file? "
+                "Rewrite it with `dual-db plan --discover`"
+            ) from None
+        except OSError as exc:
+            raise RoutingPlanError(f"routing plan {path} cannot be read: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise RoutingPlanError(f"routing plan {path} is not valid YAML: {exc}") from None
+            raise RoutingPlanError(f"routing plan {path} is not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise RoutingPlanError(f"routing plan {path}: expected a mapping with 'core' and 'ai' lists")
         unknown = set(data) - {"core", "ai", "exclude", "soft_references"}
@@ -135,6 +143,14 @@ class RoutingPlan:
             places = [k for k in ("core", "ai", "exclude") if table in getattr(self, k)]
             problems.append(f"{table} is routed more than once ({', '.join(places)})")
         return problems
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
 
 
 def _soft_references(path: Path, items: object) -> list[SoftReference]:

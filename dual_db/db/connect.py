@@ -55,7 +55,9 @@ def connect(
         return psycopg.connect(autocommit=autocommit, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
         # libpq messages name host and port, never the password; still, say which server by mask.
-        raise DatabaseUnreachable(f"cannot connect to {url.masked()}: {exc}".strip()) from exc
+        # `from None`: the message already carries libpq's text, and a chained psycopg error would
+        # print it a second time, with a trace of psycopg's internals, in front of the user.
+        raise DatabaseUnreachable(f"cannot connect to {url.masked()}: {exc}".strip()) from None
 
 
 @contextmanager

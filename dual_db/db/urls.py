@@ -9,7 +9,6 @@ never through a command line that `ps` would show.
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +61,7 @@ class DatabaseUrl:
         if not isinstance(raw, str) or not raw.strip():
             raise DatabaseUrlError("database URL is empty")
         text = raw.strip()
+        hint = "percent-encode spaces and the characters @ : / ? # in the user name and password"
         if "://" in text:
             scheme, rest = text.split("://", 1)
             base = scheme.split("+", 1)[0].lower()
@@ -71,11 +71,18 @@ class DatabaseUrl:
                     "or postgresql+<driver>://"
                 )
             text = "postgresql://" + rest
+            if rest.split("/", 1)[0].count("@") > 1:
+                # libpq would take what follows the first '@' for the host: part of the password.
+                raise DatabaseUrlError(
+                    f"database URL {mask_unparseable_url(raw)} has more than one '@': {hint}"
+                )
         try:
             params = psycopg.conninfo.conninfo_to_dict(_translate_asyncpg_params(text))
-        except psycopg.ProgrammingError as exc:
-            # libpq's message quotes the offending fragment, which may be the password: keep it out.
-            raise DatabaseUrlError(f"cannot parse database URL {_mask_raw(raw)}") from exc
+        except psycopg.ProgrammingError:
+            # libpq's message quotes the offending fragment, which may be the password: keep it out of
+            # the message and out of the chain (`from None`), which tracebacks and Dagster's event
+            # log print too.
+            raise DatabaseUrlError(f"cannot parse database URL {mask_unparseable_url(raw)}: {hint}") from None
         params = {k: str(v) for k, v in params.items() if v is not None and str(v) != ""}
         port_text = params.pop("port", None)
         port: int | None = None
@@ -85,7 +92,10 @@ class DatabaseUrl:
             try:
                 port = int(port_text)
             except ValueError:
-                raise DatabaseUrlError(f"port {port_text!r} is not a number") from None
+                # Not quoted: an unencoded '/' or '@' in the password makes libpq read part of it as the port.
+                raise DatabaseUrlError(
+                    f"the port in database URL {mask_unparseable_url(raw)} is not a number: {hint}"
+                ) from None
         host = params.pop("host", None)
         if host is not None and "," in host:
             raise DatabaseUrlError("multi-host URLs are not supported: name one server per URL")
@@ -186,7 +196,7 @@ class DatabaseUrl:
         The password goes into a passfile readable by this user only, deleted afterwards, so it is
         in neither the command line (`ps`) nor the environment of the child.
         """
-        env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGPASSFILE")}
+        env = client_tool_environment()
         conninfo = self.conninfo(with_password=False)
         if self.password is None:
             yield conninfo, env
@@ -195,10 +205,27 @@ class DatabaseUrl:
             passfile = Path(tmp) / "pgpass"
             # One dedicated passfile per connection: wildcards match exactly this server.
             escaped = self.password.replace("\\", "\\\\").replace(":", "\\:")
-            passfile.write_text(f"*:*:*:*:{escaped}\n")
-            passfile.chmod(stat.S_IRUSR | stat.S_IWUSR)
+            # 0600 from creation (the directory is 0700 too): never readable by others, not even briefly.
+            with os.fdopen(os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write(f"*:*:*:*:{escaped}\n")
             env["PGPASSFILE"] = str(passfile)
             yield conninfo, env
+
+
+def client_tool_environment() -> dict[str, str]:
+    """dual-db's environment for a PostgreSQL client tool (pg_dump, psql), without any password.
+
+    No URL from dual-db's own environment (`*DATABASE_URL`, `DAGSTER_POSTGRES_URL`): a process's
+    environment is visible to its user (`ps e`, /proc/<pid>/environ), and the tools need none of it.
+    No PGPASSWORD/PGPASSFILE either: `libpq_subprocess` hands the password over in its own passfile.
+    """
+    return {k: v for k, v in os.environ.items() if not _holds_a_password(k)}
+
+
+def _holds_a_password(variable: str) -> bool:
+    return variable in ("PGPASSWORD", "PGPASSFILE", "DAGSTER_POSTGRES_URL") or variable.endswith(
+        "DATABASE_URL"
+    )
 
 
 def _translate_asyncpg_params(text: str) -> str:
@@ -219,8 +246,8 @@ def _translate_asyncpg_params(text: str) -> str:
     return base + "?" + "&".join(parts)
 
 
-def _mask_raw(raw: str) -> str:
-    """Best-effort masking of an unparseable URL for an error message."""
+def mask_unparseable_url(raw: str) -> str:
+    """Best-effort masking of a URL that does not parse, for an error message."""
     text = raw.strip()
     if "://" in text:
         scheme, rest = text.split("://", 1)

@@ -10,25 +10,53 @@ import dagster as dg
 import psycopg
 from pydantic import Field, PrivateAttr
 
+from dual_db.db import env
 from dual_db.db.catalog import list_tables
 from dual_db.db.connect import connect
 from dual_db.db.snapshot import ExportedSnapshot, SnapshotHolder
-from dual_db.db.urls import DatabaseUrl
+from dual_db.db.urls import DatabaseUrl, DatabaseUrlError
+from dual_db.defs.errors import clear_failure
 
 
 class PostgresDatabase(dg.ConfigurableResource):
-    """A PostgreSQL database. `url` accepts every form the plan uses (postgresql+asyncpg:// too)."""
+    """A PostgreSQL database. `url` accepts every form the plan uses (postgresql+asyncpg:// too).
 
-    url: str = Field(
-        description="Connection URL. Set it through an environment variable: it holds a password."
+    Without `url`, the URL is read when a run starts from the first of `env_names` that is set, so a
+    missing variable fails the run with one line naming it (not Dagster's config-resolution trace).
+    Either way, a dual-db variable that `.env` silently replaced refuses the run (see `dual_db.db.env`).
+    """
+
+    url: str | None = Field(
+        default=None,
+        description="Connection URL. Leave unset to read it from the environment when a run starts: "
+        "it holds a password.",
     )
     connect_timeout_seconds: int = Field(default=10, description="libpq connect_timeout")
 
     read_only: ClassVar[bool] = False
     role: ClassVar[str] = "database"
+    env_names: ClassVar[tuple[str, ...]] = ()
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Dumps, reports and compute logs written during the run hold data: readable by this user only.
+        env.private_umask()
 
     def database_url(self) -> DatabaseUrl:
-        return DatabaseUrl.parse(self.url)
+        """The parsed URL; fails the step with one clear line if it is missing, replaced or malformed."""
+        with clear_failure():
+            env.check_environment()
+            raw = self.url or env.require(*self.env_names)
+            try:
+                return DatabaseUrl.parse(raw)
+            except DatabaseUrlError as exc:
+                raise DatabaseUrlError(f"the {self.role} database URL ({self._origin(raw)}): {exc}") from None
+
+    def _origin(self, raw: str) -> str:
+        """Where `raw` came from, for an error message: the variable holding it, else the setting."""
+        for name in self.env_names:
+            if os.environ.get(name) == raw:
+                return name
+        return "the url setting of the resource"
 
     @property
     def masked_url(self) -> str:
@@ -36,13 +64,15 @@ class PostgresDatabase(dg.ConfigurableResource):
 
     @contextmanager
     def get_connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        conn = connect(
-            self.database_url(),
-            read_only=self.read_only,
-            autocommit=autocommit,
-            application_name=f"dual-db {self.role}",
-            connect_timeout=self.connect_timeout_seconds,
-        )
+        url = self.database_url()
+        with clear_failure():
+            conn = connect(
+                url,
+                read_only=self.read_only,
+                autocommit=autocommit,
+                application_name=f"dual-db {self.role}",
+                connect_timeout=self.connect_timeout_seconds,
+            )
         try:
             yield conn
         finally:
@@ -54,18 +84,22 @@ class SourceDatabase(PostgresDatabase):
 
     read_only: ClassVar[bool] = True
     role: ClassVar[str] = "source"
+    # The plan calls the source DATABASE_URL; SOURCE_DATABASE_URL wins when both are set.
+    env_names: ClassVar[tuple[str, ...]] = ("SOURCE_DATABASE_URL", "DATABASE_URL")
 
 
 class CoreDatabase(PostgresDatabase):
     """The new core (OLTP) database. It must never have the pgvector extension."""
 
     role: ClassVar[str] = "core"
+    env_names: ClassVar[tuple[str, ...]] = ("CORE_DATABASE_URL",)
 
 
 class AiDatabase(PostgresDatabase):
     """The new AI database, with pgvector and the vector indexes."""
 
     role: ClassVar[str] = "ai"
+    env_names: ClassVar[tuple[str, ...]] = ("AI_DATABASE_URL",)
 
 
 def target_database(target: str, core: CoreDatabase, ai: AiDatabase) -> PostgresDatabase:
@@ -102,7 +136,10 @@ class MigrationSettings(dg.ConfigurableResource):
         return Path(self.dumps_dir).absolute()
 
     def resolved_pg_bin_dir(self) -> str | None:
-        return self.pg_bin_dir or os.environ.get("DUAL_DB_PG_BIN_DIR") or None
+        if self.pg_bin_dir:
+            return self.pg_bin_dir
+        with clear_failure():
+            return env.get("DUAL_DB_PG_BIN_DIR")
 
 
 class SourceSnapshot(dg.ConfigurableResource):

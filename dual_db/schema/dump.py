@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dual_db.db.connect import connection, server_version_num
 from dual_db.db.pg_tools import pg_bin_dir
-from dual_db.db.urls import DatabaseUrl
+from dual_db.db.urls import DatabaseUrl, client_tool_environment
 
 PG_BIN_DIR_ENV = "DUAL_DB_PG_BIN_DIR"
 
@@ -87,7 +87,12 @@ def pg_tool_version_string(bin_dir: Path, tool: str = "pg_dump") -> str:
     """`18.4` from `pg_dump (PostgreSQL) 18.4`."""
     path = _tool(bin_dir, tool)
     result = subprocess.run(
-        [str(path), "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30
+        [str(path), "--version"],
+        env=client_tool_environment(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
     )
     # Tool output, not SQL: `<tool> (PostgreSQL) 18.4` (possibly with a distribution suffix).
     match = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)*)", result.stdout)

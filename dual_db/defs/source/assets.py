@@ -10,6 +10,7 @@ from dual_db.defs.constants import (
     SOURCE_POOL,
     SOURCE_SCHEMA_DUMP,
 )
+from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
 from dual_db.defs.state import SnapshotRecord
 from dual_db.preflight import preflight
@@ -48,32 +49,33 @@ def full_backup(
     snapshot: SourceSnapshot,
     settings: MigrationSettings,
 ) -> dg.MaterializeResult:
-    bin_dir = _pg_bin_dir(settings)
-    exported = snapshot.get()
-    out_dir = run_dir(settings, context.run.run_id) / "full_backup"
-    try:
-        result = dump_full_backup(
-            source.database_url(),
-            out_dir,
-            bin_dir=bin_dir,
-            jobs=settings.backup_jobs,
-            snapshot=exported.snapshot_id,
+    with clear_failure(context):
+        bin_dir = _pg_bin_dir(settings)
+        exported = snapshot.get()
+        out_dir = run_dir(settings, context.run.run_id) / "full_backup"
+        try:
+            result = dump_full_backup(
+                source.database_url(),
+                out_dir,
+                bin_dir=bin_dir,
+                jobs=settings.backup_jobs,
+                snapshot=exported.snapshot_id,
+            )
+        finally:
+            snapshot.release_after(context, SNAPSHOT_READER_STEPS)
+        context.log.info(f"full backup of {source.masked_url}: {result.bytes} bytes in {result.seconds:.1f}s")
+        for pruned in prune_backups(settings.dumps_path(), settings.keep_backups, current=result.path):
+            context.log.info(f"deleted an older backup (keep_backups={settings.keep_backups}): {pruned}")
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(result.path)),
+                "bytes": dg.MetadataValue.int(result.bytes),
+                "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
+                "pg_dump_version": result.pg_dump_version,
+                "restore_with": f"pg_restore --jobs=4 --no-owner --dbname=<new database> {result.path}",
+                **SnapshotRecord.of(exported).to_metadata(),
+            }
         )
-    finally:
-        snapshot.release_after(context, SNAPSHOT_READER_STEPS)
-    context.log.info(f"full backup of {source.masked_url}: {result.bytes} bytes in {result.seconds:.1f}s")
-    for pruned in prune_backups(settings.dumps_path(), settings.keep_backups, current=result.path):
-        context.log.info(f"deleted an older backup (keep_backups={settings.keep_backups}): {pruned}")
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(result.path)),
-            "bytes": dg.MetadataValue.int(result.bytes),
-            "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
-            "pg_dump_version": result.pg_dump_version,
-            "restore_with": f"pg_restore --jobs=4 --no-owner --dbname=<new database> {result.path}",
-            **SnapshotRecord.of(exported).to_metadata(),
-        }
-    )
 
 
 @dg.asset(
@@ -92,27 +94,30 @@ def schema_dump(
     snapshot: SourceSnapshot,
     settings: MigrationSettings,
 ) -> dg.MaterializeResult:
-    preflight(
-        source.database_url(),
-        {"core": core.database_url(), "ai": ai.database_url()},
-        replace_existing=settings.replace_existing,
-    )
-    bin_dir = _pg_bin_dir(settings)
-    exported = snapshot.get()
-    try:
-        sections = dump_schema_sections(source.database_url(), bin_dir=bin_dir, snapshot=exported.snapshot_id)
-    finally:
-        snapshot.release_after(context, SNAPSHOT_READER_STEPS)
-    out_dir = run_dir(settings, context.run.run_id) / "schema"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pre_path, post_path = out_dir / "pre_data.sql", out_dir / "post_data.sql"
-    pre_path.write_text(sections.pre_data)
-    post_path.write_text(sections.post_data)
-    return dg.MaterializeResult(
-        metadata={
-            "pre_data_path": dg.MetadataValue.path(str(pre_path)),
-            "post_data_path": dg.MetadataValue.path(str(post_path)),
-            "pg_dump_version": sections.pg_dump_version,
-            **SnapshotRecord.of(exported).to_metadata(),
-        },
-    )
+    with clear_failure(context):
+        preflight(
+            source.database_url(),
+            {"core": core.database_url(), "ai": ai.database_url()},
+            replace_existing=settings.replace_existing,
+        )
+        bin_dir = _pg_bin_dir(settings)
+        exported = snapshot.get()
+        try:
+            sections = dump_schema_sections(
+                source.database_url(), bin_dir=bin_dir, snapshot=exported.snapshot_id
+            )
+        finally:
+            snapshot.release_after(context, SNAPSHOT_READER_STEPS)
+        out_dir = run_dir(settings, context.run.run_id) / "schema"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pre_path, post_path = out_dir / "pre_data.sql", out_dir / "post_data.sql"
+        pre_path.write_text(sections.pre_data)
+        post_path.write_text(sections.post_data)
+        return dg.MaterializeResult(
+            metadata={
+                "pre_data_path": dg.MetadataValue.path(str(pre_path)),
+                "post_data_path": dg.MetadataValue.path(str(post_path)),
+                "pg_dump_version": sections.pg_dump_version,
+                **SnapshotRecord.of(exported).to_metadata(),
+            },
+        )

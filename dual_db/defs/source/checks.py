@@ -4,6 +4,7 @@ import dagster as dg
 
 from dual_db.db.catalog import list_tables
 from dual_db.defs.constants import ROUTING_COMPLETE, SOURCE_SCHEMA_DUMP
+from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import SourceDatabase
 from dual_db.routing import RoutingPlan, plan_path
 
@@ -19,7 +20,8 @@ def build_routing_complete(plan: RoutingPlan) -> dg.AssetChecksDefinition:
         "from the plan, a planned table missing from the source, or a table routed twice fails it by name.",
     )
     def routing_complete(source: SourceDatabase) -> dg.AssetCheckResult:
-        return _routing_complete(plan, source)
+        with clear_failure():
+            return _routing_complete(plan, source)
 
     return routing_complete
 

@@ -16,6 +16,7 @@ from dual_db.copy.engine import align_all_sequences
 from dual_db.db.connect import connection, server_version_num
 from dual_db.db.names import TableName
 from dual_db.defs.constants import POST_DATA_ASSETS, SCHEMA_ASSETS, SOURCE_SCHEMA_DUMP, table_key
+from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import (
     AiDatabase,
     CoreDatabase,
@@ -75,69 +76,70 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
         ai: AiDatabase,
         settings: MigrationSettings,
     ) -> dg.MaterializeResult:
-        target_db = target_database(target, core, ai)
-        url = target_db.database_url()
-        preflight(source.database_url(), {target: url}, replace_existing=settings.replace_existing)
-        split = _split_for(context, plan, core, ai)
-        target_version = split.core_major if target == "core" else split.ai_major
-        pre, post = (
-            (split.core_pre, split.core_post_parts)
-            if target == "core"
-            else (
-                split.ai_pre,
-                split.ai_post_parts,
+        with clear_failure(context):
+            target_db = target_database(target, core, ai)
+            url = target_db.database_url()
+            preflight(source.database_url(), {target: url}, replace_existing=settings.replace_existing)
+            split = _split_for(context, plan, core, ai)
+            target_version = split.core_major if target == "core" else split.ai_major
+            pre, post = (
+                (split.core_pre, split.core_post_parts)
+                if target == "core"
+                else (
+                    split.ai_pre,
+                    split.ai_post_parts,
+                )
             )
-        )
-        out_dir = Path(settings.dumps_path()) / context.run.run_id / target
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "pre_data.sql").write_text(pre)
-        for part, text in post.in_order():
-            (out_dir / f"post_data_{part}.sql").write_text(text)
-        started = time.monotonic()
-        preparation = prepare_target(
-            url,
-            target,
-            pre,
-            source_database=source.database_url().dbname or "",
-            planned_tables=plan.tables(target),
-            replace_existing=settings.replace_existing,
-            log=context.log.warning,
-        )
-        if preparation.kept:
-            context.log.info(
-                f"{target} schema unchanged since the previous copy into {target_db.masked_url}: nothing "
-                "dropped; each table keeps its previous contents until its new copy commits"
+            out_dir = Path(settings.dumps_path()) / context.run.run_id / target
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "pre_data.sql").write_text(pre)
+            for part, text in post.in_order():
+                (out_dir / f"post_data_{part}.sql").write_text(text)
+            started = time.monotonic()
+            preparation = prepare_target(
+                url,
+                target,
+                pre,
+                source_database=source.database_url().dbname or "",
+                planned_tables=plan.tables(target),
+                replace_existing=settings.replace_existing,
+                log=context.log.warning,
             )
-        metadata: dict[str, Any] = {
-            "target": target_db.masked_url,
-            "target_version": target_version,
-            "statements": preparation.statements,
-            "schema_kept": preparation.kept,
-            "objects_created": len(preparation.created),
-            "objects_dropped": len(preparation.dropped),
-            "left_alone": dg.MetadataValue.json([str(t) for t in preparation.left_alone]),
-            "seconds": round(time.monotonic() - started, 3),
-            "pre_data_path": dg.MetadataValue.path(str(out_dir / "pre_data.sql")),
-            "post_data_dir": dg.MetadataValue.path(str(out_dir)),
-            "soft_references": dg.MetadataValue.json(
-                [
-                    {
-                        "constraint": ref.name,
-                        "from": f"{ref.from_table}({', '.join(ref.from_columns)})",
-                        "to": f"{ref.to_table}({', '.join(ref.to_columns)})",
-                        "from_database": ref.from_database,
-                    }
-                    for ref in split.soft_references
-                ]
-            ),
-            "notes": dg.MetadataValue.json(split.notes),
-        }
-        if target == "core":
-            metadata["removed_from_core"] = dg.MetadataValue.md(
-                "| kind | name | reason |\n|---|---|---|\n"
-                + "\n".join(f"| {r.kind} | {r.name} | {r.reason} |" for r in split.removed)
-            )
-        return dg.MaterializeResult(metadata=metadata)
+            if preparation.kept:
+                context.log.info(
+                    f"{target} schema unchanged since the previous copy into {target_db.masked_url}: nothing "
+                    "dropped; each table keeps its previous contents until its new copy commits"
+                )
+            metadata: dict[str, Any] = {
+                "target": target_db.masked_url,
+                "target_version": target_version,
+                "statements": preparation.statements,
+                "schema_kept": preparation.kept,
+                "objects_created": len(preparation.created),
+                "objects_dropped": len(preparation.dropped),
+                "left_alone": dg.MetadataValue.json([str(t) for t in preparation.left_alone]),
+                "seconds": round(time.monotonic() - started, 3),
+                "pre_data_path": dg.MetadataValue.path(str(out_dir / "pre_data.sql")),
+                "post_data_dir": dg.MetadataValue.path(str(out_dir)),
+                "soft_references": dg.MetadataValue.json(
+                    [
+                        {
+                            "constraint": ref.name,
+                            "from": f"{ref.from_table}({', '.join(ref.from_columns)})",
+                            "to": f"{ref.to_table}({', '.join(ref.to_columns)})",
+                            "from_database": ref.from_database,
+                        }
+                        for ref in split.soft_references
+                    ]
+                ),
+                "notes": dg.MetadataValue.json(split.notes),
+            }
+            if target == "core":
+                metadata["removed_from_core"] = dg.MetadataValue.md(
+                    "| kind | name | reason |\n|---|---|---|\n"
+                    + "\n".join(f"| {r.kind} | {r.name} | {r.reason} |" for r in split.removed)
+                )
+            return dg.MaterializeResult(metadata=metadata)
 
     return target_schema
 
@@ -163,27 +165,30 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
         ai: AiDatabase,
         settings: MigrationSettings,
     ) -> dg.MaterializeResult:
-        target_db = target_database(target, core, ai)
-        schema_meta = required_metadata(context.instance, SCHEMA_ASSETS[target])
-        post_dir = Path(schema_meta["post_data_dir"])
-        report = build_post_data(
-            target_db.database_url(),
-            {part: (post_dir / f"post_data_{part}.sql").read_text() for part in POST_PARTS},
-            max_index_memory=settings.max_index_memory,
-            workers=settings.copy_workers,
-            log=context.log.info,
-        )
-        with (
-            connection(source.database_url(), read_only=True) as src,
-            connection(target_db.database_url(), autocommit=True) as tgt,
-        ):
-            sequences = align_all_sequences(src, tgt)
-        return dg.MaterializeResult(
-            metadata={
-                **report.to_dict(),
-                "vector_indexes": dg.MetadataValue.json(report.to_dict()["vector_indexes"]),
-                **SequencesRecord({s.sequence: (s.last_value, s.is_called) for s in sequences}).to_metadata(),
-            }
-        )
+        with clear_failure(context):
+            target_db = target_database(target, core, ai)
+            schema_meta = required_metadata(context.instance, SCHEMA_ASSETS[target])
+            post_dir = Path(schema_meta["post_data_dir"])
+            report = build_post_data(
+                target_db.database_url(),
+                {part: (post_dir / f"post_data_{part}.sql").read_text() for part in POST_PARTS},
+                max_index_memory=settings.max_index_memory,
+                workers=settings.copy_workers,
+                log=context.log.info,
+            )
+            with (
+                connection(source.database_url(), read_only=True) as src,
+                connection(target_db.database_url(), autocommit=True) as tgt,
+            ):
+                sequences = align_all_sequences(src, tgt)
+            return dg.MaterializeResult(
+                metadata={
+                    **report.to_dict(),
+                    "vector_indexes": dg.MetadataValue.json(report.to_dict()["vector_indexes"]),
+                    **SequencesRecord(
+                        {s.sequence: (s.last_value, s.is_called) for s in sequences}
+                    ).to_metadata(),
+                }
+            )
 
     return post_data

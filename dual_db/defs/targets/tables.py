@@ -26,6 +26,7 @@ from dual_db.defs.constants import (
     SOURCE_POOL,
     table_key,
 )
+from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import (
     AiDatabase,
     CoreDatabase,
@@ -36,8 +37,8 @@ from dual_db.defs.resources import (
     target_database,
 )
 from dual_db.defs.state import SnapshotRecord, TableCopyRecord
-from dual_db.preflight import GuardError, check_replica_role_privilege
-from dual_db.schema.ownership import OwnershipError, owned_tables_guard
+from dual_db.preflight import check_replica_role_privilege
+from dual_db.schema.ownership import owned_tables_guard
 from dual_db.verify.table_checks import TableCheck, table_checks
 
 TABLE_METADATA_KEY = "dual_db/table"
@@ -159,7 +160,8 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
         selected = [key for key in by_key if key in context.selected_asset_keys]
         if selected:
             try:
-                exported = snapshot.get()
+                with clear_failure(context):
+                    exported = snapshot.get()
                 context.log.info(
                     f"copying {len(selected)} table(s) to {target} at {target_db.masked_url} "
                     f"from snapshot {exported.snapshot_id}"
@@ -169,12 +171,9 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                 key_of = {by_key[key]: key for key in selected}
                 # Only into tables dual-db created there, never after a cutover, and only where the load
                 # may skip triggers and foreign keys: refused before anything is written.
-                with target_db.get_connection(autocommit=True) as conn:
-                    try:
-                        owned_tables_guard(conn, target, target_db.database_url(), list(key_of))
-                        check_replica_role_privilege(conn, target, target_db.database_url(), list(key_of))
-                    except (OwnershipError, GuardError) as exc:
-                        raise dg.Failure(description=str(exc)) from None
+                with clear_failure(context), target_db.get_connection(autocommit=True) as conn:
+                    owned_tables_guard(conn, target, target_db.database_url(), list(key_of))
+                    check_replica_role_privilege(conn, target, target_db.database_url(), list(key_of))
                 run: CopyRun | None = None
                 for item in _run_copy_in_background(
                     source_url=source.database_url(),

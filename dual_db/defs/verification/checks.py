@@ -19,6 +19,7 @@ from dual_db.defs.constants import (
     SCHEMA_PARITY,
     SEQUENCES_ALIGNED,
 )
+from dual_db.defs.errors import clear_failure
 from dual_db.defs.state import latest_metadata
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify import checks as verify
@@ -75,13 +76,16 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
         "source's, minus what the routing removed.",
     )
     def schema_parity(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with (
-            context.resources.source.get_connection() as source_conn,
-            getattr(context.resources, target).get_connection(autocommit=True) as target_conn,
-        ):
-            return to_check_result(
-                verify.schema_parity(source_conn, target_conn, tables, ignore_foreign_keys_to=other_tables)
-            )
+        with clear_failure(context):
+            with (
+                context.resources.source.get_connection() as source_conn,
+                getattr(context.resources, target).get_connection(autocommit=True) as target_conn,
+            ):
+                return to_check_result(
+                    verify.schema_parity(
+                        source_conn, target_conn, tables, ignore_foreign_keys_to=other_tables
+                    )
+                )
 
     @dg.asset_check(
         asset=asset,
@@ -92,23 +96,24 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
         "(soft references) are reported with their orphan count.",
     )
     def foreign_keys_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with (
-            context.resources.core.get_connection(autocommit=True) as core_conn,
-            context.resources.ai.get_connection(autocommit=True) as ai_conn,
-        ):
-            outcome = verify.foreign_keys_valid(core_conn if target == "core" else ai_conn, tables)
-            if not references:
-                return to_check_result(outcome)
-            soft = verify.soft_references(ai_conn, core_conn, references)
-        return to_check_result(
-            CheckOutcome(
-                passed=outcome.passed and soft.passed,
-                summary=f"{outcome.summary}; {soft.summary}",
-                failures=[*outcome.failures, *soft.failures],
-                warnings=[*outcome.warnings, *soft.warnings],
-                metadata={**outcome.metadata, "soft_references": soft.metadata},
+        with clear_failure(context):
+            with (
+                context.resources.core.get_connection(autocommit=True) as core_conn,
+                context.resources.ai.get_connection(autocommit=True) as ai_conn,
+            ):
+                outcome = verify.foreign_keys_valid(core_conn if target == "core" else ai_conn, tables)
+                if not references:
+                    return to_check_result(outcome)
+                soft = verify.soft_references(ai_conn, core_conn, references)
+            return to_check_result(
+                CheckOutcome(
+                    passed=outcome.passed and soft.passed,
+                    summary=f"{outcome.summary}; {soft.summary}",
+                    failures=[*outcome.failures, *soft.failures],
+                    warnings=[*outcome.warnings, *soft.warnings],
+                    metadata={**outcome.metadata, "soft_references": soft.metadata},
+                )
             )
-        )
 
     @dg.asset_check(
         asset=asset,
@@ -118,14 +123,15 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
         description="Every sequence's next value is beyond the source's at the copy.",
     )
     def sequences_aligned(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        metadata = latest_metadata(context.instance, asset)
-        if metadata is None or "sequences" not in metadata:
-            return _not_materialized(SEQUENCES_ALIGNED, asset)
-        expected = {
-            TableName.parse(name): (int(v[0]), bool(v[1])) for name, v in metadata["sequences"].items()
-        }
-        with getattr(context.resources, target).get_connection(autocommit=True) as conn:
-            return to_check_result(verify.sequences_aligned(expected, conn))
+        with clear_failure(context):
+            metadata = latest_metadata(context.instance, asset)
+            if metadata is None or "sequences" not in metadata:
+                return _not_materialized(SEQUENCES_ALIGNED, asset)
+            expected = {
+                TableName.parse(name): (int(v[0]), bool(v[1])) for name, v in metadata["sequences"].items()
+            }
+            with getattr(context.resources, target).get_connection(autocommit=True) as conn:
+                return to_check_result(verify.sequences_aligned(expected, conn))
 
     checks: list[dg.AssetChecksDefinition] = [schema_parity, foreign_keys_valid, sequences_aligned]
     if target == "core":
@@ -138,8 +144,9 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
             description="Core has no vector extension, no pgvector-typed column, no hnsw/ivfflat index.",
         )
         def core_extension_rules(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            with context.resources.core.get_connection(autocommit=True) as conn:
-                return to_check_result(verify.core_extension_rules(conn))
+            with clear_failure(context):
+                with context.resources.core.get_connection(autocommit=True) as conn:
+                    return to_check_result(verify.core_extension_rules(conn))
 
         checks.append(core_extension_rules)
     else:
@@ -153,11 +160,12 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
             "method, operator class and parameters, and the index is valid.",
         )
         def ai_extension_rules(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            with (
-                context.resources.source.get_connection() as source_conn,
-                context.resources.ai.get_connection(autocommit=True) as ai_conn,
-            ):
-                return to_check_result(verify.ai_extension_rules(source_conn, ai_conn, tables))
+            with clear_failure(context):
+                with (
+                    context.resources.source.get_connection() as source_conn,
+                    context.resources.ai.get_connection(autocommit=True) as ai_conn,
+                ):
+                    return to_check_result(verify.ai_extension_rules(source_conn, ai_conn, tables))
 
         checks.append(ai_extension_rules)
     return checks
