@@ -234,3 +234,25 @@ def test_every_table_is_accounted_for_when_no_worker_can_connect(pair: Databases
     assert not run.ok and not run.results
     assert sorted(run.errors) == sorted(TABLES)
     assert all("127.0.0.1:1" in str(e) for e in run.errors.values())
+
+
+def test_a_table_named_like_an_injection_is_just_a_name(pair: Databases) -> None:
+    from psycopg import sql
+
+    hostile = TableName("Odd Schema", 'x"; DROP TABLE parent; --')
+    for url in (pair.source, pair.core):
+        with connection(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(hostile.schema)))
+            conn.execute(sql.SQL('CREATE TABLE {} (id int, "select" text)').format(hostile.ident))
+    with connection(pair.source, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {} SELECT i, 'v' || i FROM generate_series(1, 50) i").format(hostile.ident)
+        )
+    with SnapshotHolder(pair.source, lock_tables=[hostile]) as snapshot:
+        run = copy_tables(pair.source, pair.core, [hostile], snapshot_id=snapshot.snapshot_id)
+    assert run.ok, run.errors
+    assert (
+        run.results[0].rows == 50 and run.results[0].source_fingerprint == run.results[0].target_fingerprint
+    )
+    with connection(pair.core) as conn:
+        assert conn.execute("SELECT to_regclass('public.parent')").fetchone() == ("parent",)
