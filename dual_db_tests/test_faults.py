@@ -210,14 +210,11 @@ def test_source_drift_when_the_source_cannot_be_reached_is_a_warning_not_a_faile
     as a warning naming the server (masked), and does not fail the report."""
     from dual_db.db.fingerprint import Fingerprint
     from dual_db.db.names import TableName
-    from dual_db.defs.resources import SourceDatabase
-    from dual_db.defs.verification.assets import compute_source_drift
+    from dual_db.verify.drift import source_drift_now
 
     password = "Gone-Source-Pass-1"
-    gone = SourceDatabase(url=f"postgresql://app:{password}@127.0.0.1:1/old", connect_timeout_seconds=2)
-    outcome, moved = compute_source_drift(
-        gone, {TableName("public", "users"): Fingerprint(50, "123")}, workers=2
-    )
+    gone = DatabaseUrl.parse(f"postgresql://app:{password}@127.0.0.1:1/old?connect_timeout=2")
+    outcome, moved = source_drift_now(gone, {TableName("public", "users"): Fingerprint(50, "123")}, workers=2)
     assert moved == [] and not outcome.passed and outcome.severity == "WARN" and not outcome.blocking
     assert "postgresql://app:***@127.0.0.1:1/old" in outcome.summary, outcome.summary
     assert password not in str(outcome.to_dict())

@@ -2,6 +2,9 @@
 
 import dagster as dg
 
+from dual_db.verify.parity import CHECKSUM_PARITY as CHECKSUM_PARITY
+from dual_db.verify.parity import COUNT_PARITY as COUNT_PARITY
+
 SOURCE_FULL_BACKUP = dg.AssetKey(["source", "full_backup"])
 SOURCE_SCHEMA_DUMP = dg.AssetKey(["source", "schema_dump"])
 CORE_SCHEMA = dg.AssetKey(["core", "schema"])
@@ -10,10 +13,8 @@ CORE_POST_DATA = dg.AssetKey(["core", "post_data"])
 AI_VECTOR_INDEXES = dg.AssetKey(["ai", "vector_indexes"])
 VERIFICATION_REPORT = dg.AssetKey(["verification_report"])
 
-# Asset checks
+# Asset checks (count_parity and checksum_parity are named by the engine that runs them, above)
 ROUTING_COMPLETE = "routing_complete"
-COUNT_PARITY = "count_parity"
-CHECKSUM_PARITY = "checksum_parity"
 CORE_EXTENSION_RULES = "core_extension_rules"
 AI_EXTENSION_RULES = "ai_extension_rules"
 SCHEMA_PARITY = "schema_parity"

@@ -15,9 +15,8 @@ import dagster as dg
 
 from dual_db.copy.engine import CopyRun, TableCopyResult, copy_tables
 from dual_db.db.catalog import list_tables, table_columns
-from dual_db.db.fingerprint import table_fingerprint
 from dual_db.db.names import TableName
-from dual_db.db.snapshot import snapshot_session
+from dual_db.defs.check_results import to_check_result
 from dual_db.defs.constants import (
     CHECKSUM_PARITY,
     COUNT_PARITY,
@@ -39,7 +38,8 @@ from dual_db.defs.resources import (
 from dual_db.defs.state import SnapshotRecord, TableCopyRecord
 from dual_db.preflight import check_replica_role_privilege
 from dual_db.schema.ownership import owned_tables_guard
-from dual_db.verify.table_checks import TableCheck, table_checks
+from dual_db.verify.outcome import CheckOutcome
+from dual_db.verify.parity import table_parity
 
 TABLE_METADATA_KEY = "dual_db/table"
 
@@ -48,19 +48,11 @@ def table_specs(target: str, tables: Sequence[TableName]) -> dict[dg.AssetKey, T
     return {table_key(target, t.asset_name): t for t in tables}
 
 
-def _to_check_result(asset_key: dg.AssetKey, check: TableCheck) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=asset_key,
-        check_name=check.name,
-        passed=check.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=check.summary,
-        metadata=check.metadata,
-    )
-
-
 def _materialize_result(
-    asset_key: dg.AssetKey, result: TableCopyResult, checks: list[TableCheck], snapshot: SnapshotRecord
+    asset_key: dg.AssetKey,
+    result: TableCopyResult,
+    checks: dict[str, CheckOutcome],
+    snapshot: SnapshotRecord,
 ) -> dg.MaterializeResult:
     assert result.source_fingerprint is not None and result.target_fingerprint is not None
     record = TableCopyRecord(
@@ -79,7 +71,9 @@ def _materialize_result(
     return dg.MaterializeResult(
         asset_key=asset_key,
         metadata={TABLE_METADATA_KEY: result.table.qualified, **record.to_metadata(result.columns)},
-        check_results=[_to_check_result(asset_key, c) for c in checks],
+        check_results=[
+            to_check_result(outcome, asset_key=asset_key, check_name=name) for name, outcome in checks.items()
+        ],
     )
 
 
@@ -187,14 +181,15 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                     if isinstance(item, CopyRun):
                         run = item
                         continue
-                    checks = table_checks(
+                    assert item.source_fingerprint is not None
+                    checks = table_parity(
                         item.source_fingerprint,
-                        item.target_fingerprint,
                         item.table,
                         item.columns,
                         source_url=source.database_url(),
                         target_url=target_db.database_url(),
                         snapshot_id=exported.snapshot_id,
+                        actual=item.target_fingerprint,
                     )
                     yield _materialize_result(key_of[item.table], item, checks, SnapshotRecord.of(exported))
                 assert run is not None
@@ -242,9 +237,9 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
             for future in as_completed(futures):
                 asset_key = futures[future]
                 names = {k.name for k in check_only if k.asset_key == asset_key}
-                for check in future.result():
-                    if check.name in names:
-                        yield _to_check_result(asset_key, check)
+                for name, outcome in future.result().items():
+                    if name in names:
+                        yield to_check_result(outcome, asset_key=asset_key, check_name=name)
 
     return copy_target_tables
 
@@ -255,26 +250,19 @@ def _recheck_table(
     record: TableCopyRecord | None,
     source: SourceDatabase,
     target_db: PostgresDatabase,
-) -> list[TableCheck]:
-    """count_parity and checksum_parity of the target now against the recorded source fingerprint."""
+) -> dict[str, CheckOutcome]:
+    """count_parity and checksum_parity of the target now against the source fingerprint recorded at
+    the copy's snapshot (the snapshot itself is gone: a difference is located against the source now)."""
     if record is None:
-        return [
-            TableCheck(
-                name, False, f"{table} has never been copied: materialize {asset_key.to_user_string()}", {}
-            )
-            for name in (COUNT_PARITY, CHECKSUM_PARITY)
-        ]
-    with snapshot_session(source.database_url(), None) as source_conn:
+        never = f"{table} has never been copied: materialize {asset_key.to_user_string()}"
+        return {name: CheckOutcome(False, never, [never]) for name in (COUNT_PARITY, CHECKSUM_PARITY)}
+    with source.get_connection() as source_conn:
         columns = table_columns(source_conn, table)
-    with target_db.get_connection(autocommit=True) as target_conn:
-        actual = table_fingerprint(target_conn, table, columns)
-    return table_checks(
+    return table_parity(
         record.source,
-        actual,
         table,
         columns,
         source_url=source.database_url(),
         target_url=target_db.database_url(),
         snapshot_id=None,
-        recorded_snapshot_id=record.snapshot.snapshot_id if record.snapshot else None,
     )

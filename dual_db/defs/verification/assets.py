@@ -11,14 +11,11 @@ since: ..." instead of a plain "0 rows missing" while the application is still w
 """
 
 import json
-import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
 
-from dual_db.db.connect import DatabaseUnreachable
 from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
 from dual_db.defs.constants import (
@@ -38,8 +35,8 @@ from dual_db.defs.resources import MigrationSettings, SourceDatabase
 from dual_db.defs.state import latest_metadata
 from dual_db.defs.verification.checks import to_check_result
 from dual_db.routing import TARGETS, RoutingPlan
-from dual_db.verify import checks as verify
-from dual_db.verify.outcome import CheckOutcome, plural
+from dual_db.verify.drift import source_drift_now
+from dual_db.verify.outcome import CheckOutcome
 from dual_db.verify.report import VerificationReport
 
 DATABASE_CHECKS = {
@@ -82,64 +79,6 @@ def recorded_source_fingerprints(
         if metadata and "source_checksum" in metadata:
             expected[table] = Fingerprint(int(metadata["source_rows"]), str(metadata["source_checksum"]))
     return expected
-
-
-def compute_source_drift(
-    source: SourceDatabase, expected: Mapping[TableName, Fingerprint], *, workers: int
-) -> tuple[CheckOutcome, list[TableName]]:
-    """Fingerprint every copied table on the source now and compare with its snapshot fingerprint.
-
-    Read-only sessions, `workers` at a time. Returns the merged WARN outcome and the tables that moved
-    (a table that cannot be fingerprinted now counts as moved: nothing proves it did not).
-    """
-    started = time.monotonic()
-    if not expected:
-        outcome = CheckOutcome(True, "no table has been copied yet: nothing to compare", severity="WARN")
-        return outcome, []
-    tables = sorted(expected)
-    n = max(1, min(workers, len(tables)))
-    chunks = [tables[i::n] for i in range(n)]
-
-    def check(chunk: list[TableName]) -> list[tuple[TableName, CheckOutcome]]:
-        with source.get_connection() as conn:
-            # One table per call, so that each finding is attributed to its table.
-            return [
-                (table, verify.source_drift(conn, {table: expected[table]}, include_new_tables=False))
-                for table in chunk
-            ]
-
-    try:
-        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="dual-db-drift") as pool:
-            per_table = sorted(
-                (item for result in pool.map(check, chunks) for item in result), key=lambda item: item[0]
-            )
-    except DatabaseUnreachable as exc:
-        # After cutover the old source may be gone: drift is then unknown, which is a warning about
-        # the source, not a verification failure of the targets. The message carries a masked URL.
-        summary = f"source drift unknown: {str(exc).splitlines()[0]}"
-        unknown = {"tables_checked": 0, "seconds": round(time.monotonic() - started, 3)}
-        return CheckOutcome(False, summary, [summary], unknown, severity="WARN"), []
-    moved = [table for table, outcome in per_table if not outcome.passed]
-    failures = [line for _, outcome in per_table for line in outcome.failures]
-    details = [
-        entry
-        for _, outcome in per_table
-        for entry in outcome.metadata.get("drifted") or []  # type: ignore[union-attr]
-    ]
-    metadata: dict[str, Any] = {
-        "tables_checked": len(tables),
-        "moved_tables": [t.qualified for t in moved],
-        "drifted": details,
-        "seconds": round(time.monotonic() - started, 3),
-    }
-    if not moved:
-        summary = f"source: {plural(len(tables), 'table')} unchanged since the snapshot"
-        return CheckOutcome(True, summary, [], metadata, severity="WARN"), []
-    summary = (
-        f"source: {plural(len(moved), 'table')} changed since the snapshot (a cutover now loses these "
-        f"writes unless they are re-copied): {', '.join(t.display for t in moved)}"
-    )
-    return CheckOutcome(False, summary, failures, metadata, severity="WARN"), moved
 
 
 def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
@@ -202,7 +141,7 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
             name = f"{key.asset_key.path[0]}: {key.name}"
             report.add_outcome(name, _outcome(evaluations[key], key.name))
         expected = recorded_source_fingerprints(context.instance, table_keys)
-        drift, moved = compute_source_drift(source, expected, workers=settings.copy_workers)
+        drift, moved = source_drift_now(source.database_url(), expected, workers=settings.copy_workers)
         report.add_outcome(f"source: {SOURCE_DRIFT}", drift)
         report.set_source_moved(moved)
         drift_result = to_check_result(drift)

@@ -6,11 +6,10 @@ checksum_parity) live with the table assets, which compute them as each table la
 lives with `verification_report`, which computes it so that its summary can say the source moved.
 """
 
-from typing import Any
-
 import dagster as dg
 
 from dual_db.db.names import TableName
+from dual_db.defs.check_results import to_check_result
 from dual_db.defs.constants import (
     AI_EXTENSION_RULES,
     CORE_EXTENSION_RULES,
@@ -24,29 +23,6 @@ from dual_db.defs.state import latest_metadata
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify import checks as verify
 from dual_db.verify.outcome import CheckOutcome
-
-# How many failure lines go into a check's description (all of them stay in metadata).
-_DESCRIBED_FAILURES = 10
-
-
-def to_check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
-    severity = dg.AssetCheckSeverity.ERROR if outcome.severity == "ERROR" else dg.AssetCheckSeverity.WARN
-    lines = [
-        outcome.summary,
-        *outcome.failures[:_DESCRIBED_FAILURES],
-        *outcome.warnings[:_DESCRIBED_FAILURES],
-    ]
-    metadata: dict[str, Any] = {
-        key: dg.MetadataValue.json(value) if isinstance(value, list | dict) else value
-        for key, value in outcome.metadata.items()
-        if value is not None
-    }
-    metadata["failures"] = dg.MetadataValue.json(outcome.failures)
-    if outcome.warnings:
-        metadata["warnings"] = dg.MetadataValue.json(outcome.warnings)
-    return dg.AssetCheckResult(
-        passed=outcome.passed, severity=severity, description="\n".join(lines), metadata=metadata
-    )
 
 
 def _not_materialized(check: str, key: dg.AssetKey) -> dg.AssetCheckResult:
