@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from dual_db.definitions import build_definitions
+from dual_db.defs.constants import table_key
 from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan
 
 
@@ -112,7 +113,9 @@ def test_definitions_run_with_the_plan_they_were_built_from() -> None:
         "ai/vector_indexes",
         "verification_report",
     }
-    assert tables == {f"core/{t.asset_name}" for t in plan.core[:2]} | {f"ai/{plan.ai[0].asset_name}"}
+    assert tables == {table_key("core", t).to_user_string() for t in plan.core[:2]} | {
+        table_key("ai", plan.ai[0]).to_user_string()
+    }
 
 
 def test_engines_never_import_dagster_or_a_layer_above_them() -> None:

@@ -121,8 +121,13 @@ def test_a_failed_rerun_keeps_the_previous_contents(environment: Databases) -> N
         assert _count(dbs.core, "users") == 50
         assert _count(dbs.ai, "ai_kb_documents") == 500
 
-        redo = _run("migrate", instance)
+        # Redo only what failed (the UI's "materialize failed"): that table alone, then verify all.
+        redo = _run("migrate", instance, ["core/positions"])
         assert redo.success, _failure_text(redo)
+        materialized = {e.asset_key.to_user_string() for e in redo.get_asset_materialization_events()}
+        assert materialized == {"core/positions"}
+        assert _count(dbs.core, "positions") == 4000
+        assert _run("verify", instance).success
         assert _summary(instance) == "9/9 tables identical, 0 rows missing"
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
+from dual_db.defs.constants import table_asset_name
 from dual_db.preflight import GuardError, preflight
 from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan, RoutingPlanError, discover
 from dual_db.schema.ownership import OwnedObject, TargetMarker, mark_cut_over, write_marker
@@ -69,10 +70,10 @@ def test_discover_routes_vector_tables_to_ai_and_keeps_existing_choices(
 
 def test_asset_names_are_unique_and_dagster_safe() -> None:
     names = {
-        TableName("Analytics", "Daily P&L").asset_name,
-        TableName("analytics", "daily_p_l").asset_name,
-        TableName("public", "order").asset_name,
-        TableName("public", "Order").asset_name,
+        table_asset_name(TableName("Analytics", "Daily P&L")),
+        table_asset_name(TableName("analytics", "daily_p_l")),
+        table_asset_name(TableName("public", "order")),
+        table_asset_name(TableName("public", "Order")),
     }
     assert len(names) == 4
     assert all(n.replace("_", "").isalnum() for n in names)

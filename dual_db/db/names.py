@@ -1,14 +1,11 @@
-"""Table names: the one type every engine uses to name a table, and its Dagster-safe asset name."""
+"""Table names: the one type every engine uses to name a table."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
 from psycopg import sql
-
-_SAFE = re.compile(r"[^a-z0-9_]+")
 
 
 @dataclass(frozen=True, order=True)
@@ -41,20 +38,6 @@ class TableName:
     def display(self) -> str:
         """`name` for public tables, `schema.name` otherwise (the plan file's form)."""
         return _quote_if_needed(self.name) if self.schema == "public" else self.qualified
-
-    @property
-    def asset_name(self) -> str:
-        """A Dagster-safe asset key component: `positions`, `analytics__daily_pnl`.
-
-        Names that need changing (case, spaces, punctuation) get a short hash of the real name so that
-        two tables never share an asset name.
-        """
-        base = self.name if self.schema == "public" else f"{self.schema}__{self.name}"
-        safe = _SAFE.sub("_", base.lower()).strip("_") or "table"
-        if safe != base:
-            digest = hashlib.sha1(f"{self.schema}.{self.name}".encode()).hexdigest()[:6]
-            safe = f"{safe}_{digest}"
-        return safe
 
     def __str__(self) -> str:
         return self.display

@@ -1,7 +1,11 @@
 """Names that are part of dual-db's interface: asset keys, check names, job names, pools."""
 
+import hashlib
+import re
+
 import dagster as dg
 
+from dual_db.db.names import TableName
 from dual_db.verify.parity import CHECKSUM_PARITY as CHECKSUM_PARITY
 from dual_db.verify.parity import COUNT_PARITY as COUNT_PARITY
 
@@ -37,5 +41,23 @@ SCHEMA_ASSETS = {"core": CORE_SCHEMA, "ai": AI_SCHEMA}
 POST_DATA_ASSETS = {"core": CORE_POST_DATA, "ai": AI_VECTOR_INDEXES}
 
 
-def table_key(target: str, asset_name: str) -> dg.AssetKey:
-    return dg.AssetKey([target, asset_name])
+_UNSAFE = re.compile(r"[^a-z0-9_]+")
+
+
+def table_asset_name(table: TableName) -> str:
+    """A Dagster-safe asset key component: `positions`, `analytics__daily_pnl`.
+
+    Names that need changing (case, spaces, punctuation) get a short hash of the real name so that
+    two tables never share an asset name.
+    """
+    base = table.name if table.schema == "public" else f"{table.schema}__{table.name}"
+    safe = _UNSAFE.sub("_", base.lower()).strip("_") or "table"
+    if safe != base:
+        digest = hashlib.sha1(f"{table.schema}.{table.name}".encode()).hexdigest()[:6]
+        safe = f"{safe}_{digest}"
+    return safe
+
+
+def table_key(target: str, table: TableName) -> dg.AssetKey:
+    """`core/positions`: the asset of `table` in `target`."""
+    return dg.AssetKey([target, table_asset_name(table)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -183,3 +184,25 @@ class SequencesRecord:
         if metadata is None or "sequences" not in metadata:
             return None
         return cls(_sequences_from(metadata["sequences"]))
+
+
+@dataclass(frozen=True)
+class SchemaFilesRecord:
+    """Where a schema step left its scripts: the source's dump (pre-data and post-data files) or a
+    target's cleaned schema (its pre-data file and the folder of its post-data parts)."""
+
+    pre_data_path: Path
+    post_data_path: Path  # the dump's post-data file, or the folder of a target's post-data parts
+
+    def to_metadata(self, *, post_key: str = "post_data_path") -> dict[str, Any]:
+        return {
+            "pre_data_path": dg.MetadataValue.path(str(self.pre_data_path)),
+            post_key: dg.MetadataValue.path(str(self.post_data_path)),
+        }
+
+    @classmethod
+    def required(
+        cls, instance: dg.DagsterInstance, key: dg.AssetKey, *, post_key: str = "post_data_path"
+    ) -> SchemaFilesRecord:
+        metadata = required_metadata(instance, key)
+        return cls(Path(metadata["pre_data_path"]), Path(metadata[post_key]))

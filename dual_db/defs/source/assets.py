@@ -12,7 +12,7 @@ from dual_db.defs.constants import (
 )
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
-from dual_db.defs.state import SnapshotRecord
+from dual_db.defs.state import SchemaFilesRecord, SnapshotRecord
 from dual_db.preflight import preflight
 from dual_db.schema.dump import (
     dump_full_backup,
@@ -115,8 +115,7 @@ def schema_dump(
         post_path.write_text(sections.post_data)
         return dg.MaterializeResult(
             metadata={
-                "pre_data_path": dg.MetadataValue.path(str(pre_path)),
-                "post_data_path": dg.MetadataValue.path(str(post_path)),
+                **SchemaFilesRecord(pre_path, post_path).to_metadata(),
                 "pg_dump_version": sections.pg_dump_version,
                 **SnapshotRecord.of(exported).to_metadata(),
             },

@@ -24,7 +24,7 @@ from dual_db.defs.resources import (
     SourceDatabase,
     target_database,
 )
-from dual_db.defs.state import SequencesRecord, required_metadata
+from dual_db.defs.state import SchemaFilesRecord, SequencesRecord
 from dual_db.preflight import preflight
 from dual_db.routing import RoutingPlan
 from dual_db.schema.ownership import prepare_target
@@ -50,13 +50,13 @@ def _split_once(
 def _split_for(
     context: dg.AssetExecutionContext, plan: RoutingPlan, core: CoreDatabase, ai: AiDatabase
 ) -> SchemaSplit:
-    dump = required_metadata(context.instance, SOURCE_SCHEMA_DUMP)
+    dump = SchemaFilesRecord.required(context.instance, SOURCE_SCHEMA_DUMP)
     majors = []
     for db in (core, ai):
         with db.get_connection(autocommit=True) as conn:
             majors.append(server_version_num(conn) // 10000)
     return _split_once(
-        str(dump["pre_data_path"]), str(dump["post_data_path"]), frozenset(plan.ai), majors[0], majors[1]
+        str(dump.pre_data_path), str(dump.post_data_path), frozenset(plan.ai), majors[0], majors[1]
     )
 
 
@@ -119,8 +119,7 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
                 "objects_dropped": len(preparation.dropped),
                 "left_alone": dg.MetadataValue.json([str(t) for t in preparation.left_alone]),
                 "seconds": round(time.monotonic() - started, 3),
-                "pre_data_path": dg.MetadataValue.path(str(out_dir / "pre_data.sql")),
-                "post_data_dir": dg.MetadataValue.path(str(out_dir)),
+                **SchemaFilesRecord(out_dir / "pre_data.sql", out_dir).to_metadata(post_key="post_data_dir"),
                 "soft_references": dg.MetadataValue.json(
                     [
                         {
@@ -147,7 +146,7 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
 def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
     @dg.asset(
         key=POST_DATA_ASSETS[target],
-        deps=[SCHEMA_ASSETS[target], *(table_key(target, t.asset_name) for t in plan.tables(target))],
+        deps=[SCHEMA_ASSETS[target], *(table_key(target, t) for t in plan.tables(target))],
         group_name=target,
         kinds={"postgres"},
         description=(
@@ -167,8 +166,10 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
     ) -> dg.MaterializeResult:
         with clear_failure(context):
             target_db = target_database(target, core, ai)
-            schema_meta = required_metadata(context.instance, SCHEMA_ASSETS[target])
-            post_dir = Path(schema_meta["post_data_dir"])
+            files = SchemaFilesRecord.required(
+                context.instance, SCHEMA_ASSETS[target], post_key="post_data_dir"
+            )
+            post_dir = files.post_data_path
             report = build_post_data(
                 target_db.database_url(),
                 {part: (post_dir / f"post_data_{part}.sql").read_text() for part in POST_PARTS},

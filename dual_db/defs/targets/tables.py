@@ -45,7 +45,7 @@ TABLE_METADATA_KEY = "dual_db/table"
 
 
 def table_specs(target: str, tables: Sequence[TableName]) -> dict[dg.AssetKey, TableName]:
-    return {table_key(target, t.asset_name): t for t in tables}
+    return {table_key(target, t): t for t in tables}
 
 
 def _materialize_result(

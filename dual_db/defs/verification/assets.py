@@ -32,7 +32,7 @@ from dual_db.defs.constants import (
     table_key,
 )
 from dual_db.defs.resources import MigrationSettings, SourceDatabase
-from dual_db.defs.state import latest_metadata
+from dual_db.defs.state import TableCopyRecord
 from dual_db.defs.verification.checks import to_check_result
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify.drift import source_drift_now
@@ -75,16 +75,16 @@ def recorded_source_fingerprints(
     """Each copied table's source fingerprint at its copy's snapshot, from its latest materialization."""
     expected: dict[TableName, Fingerprint] = {}
     for table, key in table_keys.items():
-        metadata = latest_metadata(instance, key)
-        if metadata and "source_checksum" in metadata:
-            expected[table] = Fingerprint(int(metadata["source_rows"]), str(metadata["source_checksum"]))
+        record = TableCopyRecord.latest(instance, key, table)
+        if record is not None:
+            expected[table] = record.source
     return expected
 
 
 def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
     tables = {target: plan.tables(target) for target in TARGETS}
     table_checks = [
-        dg.AssetCheckKey(table_key(target, t.asset_name), name)
+        dg.AssetCheckKey(table_key(target, t), name)
         for target in TARGETS
         for t in tables[target]
         for name in (COUNT_PARITY, CHECKSUM_PARITY)
@@ -94,9 +94,7 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         for target in TARGETS
         for name in DATABASE_CHECKS[target]
     ]
-    table_keys = {
-        table: table_key(target, table.asset_name) for target in TARGETS for table in tables[target]
-    }
+    table_keys = {table: table_key(target, table) for target in TARGETS for table in tables[target]}
 
     @dg.asset(
         key=VERIFICATION_REPORT,
@@ -124,18 +122,21 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         report = VerificationReport()
         for target in TARGETS:
             for table in tables[target]:
-                key = table_key(target, table.asset_name)
-                metadata = latest_metadata(context.instance, key) or {}
+                key = table_key(target, table)
+                record = TableCopyRecord.latest(context.instance, key, table)
                 count = evaluations[dg.AssetCheckKey(key, COUNT_PARITY)]
                 checksum = evaluations[dg.AssetCheckKey(key, CHECKSUM_PARITY)]
+                # The latest count check is the newest word on the target's rows (verify runs them
+                # without copying); the copy's record says what the source held.
                 count_meta = {k: v.value for k, v in (count.metadata or {}).items()} if count else {}
+                source_rows = record.source.rows if record else 0
                 report.add_table(
                     table,
                     target,  # type: ignore[arg-type]
-                    source_rows=int(count_meta.get("source_rows", metadata.get("source_rows", 0)) or 0),
-                    target_rows=int(count_meta.get("target_rows", metadata.get("rows", 0)) or 0),
+                    source_rows=int(count_meta.get("source_rows", source_rows) or 0),
+                    target_rows=int(count_meta.get("target_rows", record.rows if record else 0) or 0),
                     checksum_match=bool(checksum and checksum.passed and count and count.passed),
-                    seconds=float(metadata.get("seconds", 0.0) or 0.0),
+                    seconds=record.seconds if record else 0.0,
                 )
         for key in database_checks:
             name = f"{key.asset_key.path[0]}: {key.name}"

@@ -8,7 +8,6 @@ lives with `verification_report`, which computes it so that its summary can say 
 
 import dagster as dg
 
-from dual_db.db.names import TableName
 from dual_db.defs.check_results import to_check_result
 from dual_db.defs.constants import (
     AI_EXTENSION_RULES,
@@ -19,7 +18,8 @@ from dual_db.defs.constants import (
     SEQUENCES_ALIGNED,
 )
 from dual_db.defs.errors import clear_failure
-from dual_db.defs.state import latest_metadata
+from dual_db.defs.resources import AiDatabase, CoreDatabase, SourceDatabase, target_database
+from dual_db.defs.state import SequencesRecord
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify import checks as verify
 from dual_db.verify.outcome import CheckOutcome
@@ -41,21 +41,21 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
         for ref in plan.soft_references
         if ref.from_table in tables or (target == "ai" and ref.to_table in tables)
     ]
-    resources = {"source", "core", "ai"}
 
     @dg.asset_check(
         asset=asset,
         name=SCHEMA_PARITY,
         blocking=True,
-        required_resource_keys=resources,
         description="Columns, keys, constraints, indexes and triggers of every migrated table equal the "
         "source's, minus what the routing removed.",
     )
-    def schema_parity(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def schema_parity(
+        context: dg.AssetCheckExecutionContext, source: SourceDatabase, core: CoreDatabase, ai: AiDatabase
+    ) -> dg.AssetCheckResult:
         with clear_failure(context):
             with (
-                context.resources.source.get_connection() as source_conn,
-                getattr(context.resources, target).get_connection(autocommit=True) as target_conn,
+                source.get_connection() as source_conn,
+                target_database(target, core, ai).get_connection(autocommit=True) as target_conn,
             ):
                 return to_check_result(
                     verify.schema_parity(
@@ -67,15 +67,16 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
         asset=asset,
         name=FOREIGN_KEYS_VALID,
         blocking=True,
-        required_resource_keys=resources,
         description="Every foreign key is validated with no orphan rows; references to the other database "
         "(soft references) are reported with their orphan count.",
     )
-    def foreign_keys_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def foreign_keys_valid(
+        context: dg.AssetCheckExecutionContext, core: CoreDatabase, ai: AiDatabase
+    ) -> dg.AssetCheckResult:
         with clear_failure(context):
             with (
-                context.resources.core.get_connection(autocommit=True) as core_conn,
-                context.resources.ai.get_connection(autocommit=True) as ai_conn,
+                core.get_connection(autocommit=True) as core_conn,
+                ai.get_connection(autocommit=True) as ai_conn,
             ):
                 outcome = verify.foreign_keys_valid(core_conn if target == "core" else ai_conn, tables)
                 if not references:
@@ -95,19 +96,17 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
         asset=asset,
         name=SEQUENCES_ALIGNED,
         blocking=True,
-        required_resource_keys={target},
         description="Every sequence's next value is beyond the source's at the copy.",
     )
-    def sequences_aligned(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def sequences_aligned(
+        context: dg.AssetCheckExecutionContext, core: CoreDatabase, ai: AiDatabase
+    ) -> dg.AssetCheckResult:
         with clear_failure(context):
-            metadata = latest_metadata(context.instance, asset)
-            if metadata is None or "sequences" not in metadata:
+            record = SequencesRecord.latest(context.instance, asset)
+            if record is None:
                 return _not_materialized(SEQUENCES_ALIGNED, asset)
-            expected = {
-                TableName.parse(name): (int(v[0]), bool(v[1])) for name, v in metadata["sequences"].items()
-            }
-            with getattr(context.resources, target).get_connection(autocommit=True) as conn:
-                return to_check_result(verify.sequences_aligned(expected, conn))
+            with target_database(target, core, ai).get_connection(autocommit=True) as conn:
+                return to_check_result(verify.sequences_aligned(record.sequences, conn))
 
     checks: list[dg.AssetChecksDefinition] = [schema_parity, foreign_keys_valid, sequences_aligned]
     if target == "core":
@@ -116,12 +115,13 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
             asset=asset,
             name=CORE_EXTENSION_RULES,
             blocking=True,
-            required_resource_keys={"core"},
             description="Core has no vector extension, no pgvector-typed column, no hnsw/ivfflat index.",
         )
-        def core_extension_rules(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        def core_extension_rules(
+            context: dg.AssetCheckExecutionContext, core: CoreDatabase
+        ) -> dg.AssetCheckResult:
             with clear_failure(context):
-                with context.resources.core.get_connection(autocommit=True) as conn:
+                with core.get_connection(autocommit=True) as conn:
                     return to_check_result(verify.core_extension_rules(conn))
 
         checks.append(core_extension_rules)
@@ -131,15 +131,16 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
             asset=asset,
             name=AI_EXTENSION_RULES,
             blocking=True,
-            required_resource_keys={"source", "ai"},
             description="vector is installed; every vector column has its index, with the source's access "
             "method, operator class and parameters, and the index is valid.",
         )
-        def ai_extension_rules(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        def ai_extension_rules(
+            context: dg.AssetCheckExecutionContext, source: SourceDatabase, ai: AiDatabase
+        ) -> dg.AssetCheckResult:
             with clear_failure(context):
                 with (
-                    context.resources.source.get_connection() as source_conn,
-                    context.resources.ai.get_connection(autocommit=True) as ai_conn,
+                    source.get_connection() as source_conn,
+                    ai.get_connection(autocommit=True) as ai_conn,
                 ):
                     return to_check_result(verify.ai_extension_rules(source_conn, ai_conn, tables))
 
