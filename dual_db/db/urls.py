@@ -168,6 +168,14 @@ class DatabaseUrl:
         # Same percent-encoding as `uri()`: SQLAlchemy decodes it, and libpq could parse it too.
         return f"postgresql+{driver}://" + self.uri().split("://", 1)[1]
 
+    def application_url(self) -> str:
+        """The `postgresql+asyncpg://` URL an application on SQLAlchemy + asyncpg is configured with,
+        password included (only for an owner-only file). asyncpg spells libpq's `sslmode` `ssl`."""
+        from dataclasses import replace as _replace
+
+        options = tuple((("ssl", v) if k == "sslmode" else (k, v)) for k, v in self.options)
+        return "postgresql+asyncpg://" + _replace(self, options=options).uri().split("://", 1)[1]
+
     def uri(self) -> str:
         """The full `postgresql://` URI including the password. Only for writing `.env` files."""
         from urllib.parse import quote

@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from dual_db.defs.constants import MIGRATE_JOB, VERIFICATION_REPORT, VERIFY_JOB
+from dual_db.defs.constants import CUTOVER, MIGRATE_JOB, VERIFICATION_REPORT, VERIFY_JOB
 
 migrate_job = dg.define_asset_job(
     MIGRATE_JOB,
-    selection=dg.AssetSelection.all(),
+    # Never the cutover: switching the application is a decision someone makes, on purpose.
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(CUTOVER),
     description="Back up the source, split its schema, copy every table from one snapshot, build "
     "indexes, and verify.",
 )

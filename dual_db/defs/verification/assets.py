@@ -45,7 +45,9 @@ DATABASE_CHECKS = {
 }
 
 
-def _evaluations(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]) -> dict[dg.AssetCheckKey, Any]:
+def latest_evaluations(
+    instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]
+) -> dict[dg.AssetCheckKey, Any]:
     """The latest evaluation of each check (None where it never ran)."""
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     result: dict[dg.AssetCheckKey, Any] = {}
@@ -81,12 +83,12 @@ def recorded_source_fingerprints(
     return expected
 
 
-def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
-    tables = {target: plan.tables(target) for target in TARGETS}
+def verification_check_keys(plan: RoutingPlan) -> tuple[list[dg.AssetCheckKey], list[dg.AssetCheckKey]]:
+    """(per-table checks, per-database checks): every check a cutover needs to have passed."""
     table_checks = [
         dg.AssetCheckKey(table_key(target, t), name)
         for target in TARGETS
-        for t in tables[target]
+        for t in plan.tables(target)
         for name in (COUNT_PARITY, CHECKSUM_PARITY)
     ]
     database_checks = [
@@ -94,6 +96,12 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         for target in TARGETS
         for name in DATABASE_CHECKS[target]
     ]
+    return table_checks, database_checks
+
+
+def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
+    tables = {target: plan.tables(target) for target in TARGETS}
+    table_checks, database_checks = verification_check_keys(plan)
     table_keys = {table: table_key(target, table) for target in TARGETS for table in tables[target]}
 
     @dg.asset(
@@ -118,7 +126,7 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
     def verification_report(
         context: dg.AssetExecutionContext, settings: MigrationSettings, source: SourceDatabase
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        evaluations = _evaluations(context.instance, [*table_checks, *database_checks])
+        evaluations = latest_evaluations(context.instance, [*table_checks, *database_checks])
         report = VerificationReport()
         for target in TARGETS:
             for table in tables[target]:
