@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dual_db.defs.baseline.assets import baseline_metrics
 from dual_db.defs.cutover.assets import build_cutover
 from dual_db.defs.executor import guarded_in_process_executor
 from dual_db.defs.jobs import migrate_job, verify_job
@@ -32,6 +33,7 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
             *target_assets("ai", plan),
             build_verification_report(plan),
             build_cutover(plan),
+            baseline_metrics,
         ],
         asset_checks=[build_routing_complete(plan), *verification_checks(plan)],
         jobs=[migrate_job, verify_job],

@@ -31,7 +31,9 @@ def test_definitions_load_with_no_server_reachable() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] == "51"  # 43 tables + 2 schemas + 2 post-data + 2 source + report + cutover
+    assert (
+        out.stdout.split()[0] == "52"
+    )  # 43 tables, 2 schemas, 2 post-data, 2 source, report, cutover, baseline
     assert "'migrate'" in out.stdout and "'verify'" in out.stdout
 
 
@@ -113,6 +115,7 @@ def test_definitions_run_with_the_plan_they_were_built_from() -> None:
         "ai/vector_indexes",
         "verification_report",
         "cutover",
+        "baseline/metrics",
     }
     assert tables == {table_key("core", t).to_user_string() for t in plan.core[:2]} | {
         table_key("ai", plan.ai[0]).to_user_string()
@@ -130,6 +133,7 @@ def test_engines_never_import_dagster_or_a_layer_above_them() -> None:
         "schema": {"db", "schema"},
         "copy": {"db", "copy"},
         "verify": {"db", "verify"},
+        "measure": {"db", "schema", "measure"},
     }
     problems = []
     for layer, may_use in allowed.items():

@@ -17,6 +17,7 @@ CORE_POST_DATA = dg.AssetKey(["core", "post_data"])
 AI_VECTOR_INDEXES = dg.AssetKey(["ai", "vector_indexes"])
 VERIFICATION_REPORT = dg.AssetKey(["verification_report"])
 CUTOVER = dg.AssetKey(["cutover"])
+BASELINE = dg.AssetKey(["baseline", "metrics"])
 
 # Asset checks (count_parity and checksum_parity are named by the engine that runs them, above)
 ROUTING_COMPLETE = "routing_complete"

@@ -6,7 +6,6 @@ goes ahead it records the old database's change counters, marks both targets as 
 settings to switch to (and back) into owner-only files; the metadata shows them masked.
 """
 
-
 import datetime as dt
 from typing import Any
 
