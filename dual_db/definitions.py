@@ -14,6 +14,7 @@ from dual_db.defs.cutover.assets import build_cutover
 from dual_db.defs.executor import guarded_in_process_executor
 from dual_db.defs.jobs import migrate_job, verify_job
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
+from dual_db.defs.soak.assets import SoakSettings, build_soak
 from dual_db.defs.source.assets import full_backup, schema_dump
 from dual_db.defs.source.checks import build_routing_complete
 from dual_db.defs.targets.assets import target_assets
@@ -25,6 +26,7 @@ from dual_db.routing import RoutingPlan
 def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
     plan = plan or RoutingPlan.load()
     source = SourceDatabase()
+    soak_health, soak_job, soak_schedule = build_soak(plan)
     return dg.Definitions(
         assets=[
             full_backup,
@@ -34,15 +36,18 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
             build_verification_report(plan),
             build_cutover(plan),
             baseline_metrics,
+            soak_health,
         ],
         asset_checks=[build_routing_complete(plan), *verification_checks(plan)],
-        jobs=[migrate_job, verify_job],
+        jobs=[migrate_job, verify_job, soak_job],
+        sensors=[soak_schedule],
         resources={
             "source": source,
             "core": CoreDatabase(),
             "ai": AiDatabase(),
             "snapshot": SourceSnapshot(source=source),
             "settings": MigrationSettings(),
+            "soak": SoakSettings(),
         },
         # In-process: resources live for the whole run, so the snapshot is exported once per run.
         # Guarded: runs whose process died are failed and their pool slots freed (defs/executor.py).

@@ -1,0 +1,90 @@
+"""The soak week, driven in seconds: the sensor's buckets, and the soak job's checks after a cutover."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+
+from dual_db.db.connect import connection
+from dual_db.definitions import build_definitions
+from dual_db.defs.soak.assets import SoakSettings, build_soak
+from dual_db.routing import RoutingPlan
+from dual_db_tests.conftest import Databases
+from dual_db_tests.test_migrate_job import _run, environment  # noqa: F401  (fixture)
+
+
+def _tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None, soak: SoakSettings):  # type: ignore[no-untyped-def]
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"soak": soak})
+    result = sensor(context)
+    return result, context.cursor
+
+
+def test_soak_schedule_requests_one_run_per_bucket_then_stops(environment: Databases) -> None:  # noqa: F811
+    _, _, sensor = build_soak(RoutingPlan.load())
+    soak = SoakSettings(interval_minutes=3 / 60, window_hours=10 / 3600)  # a 3 s bucket, a 10 s week
+    with dg.DagsterInstance.ephemeral() as instance:
+        before, cursor = _tick(sensor, instance, None, soak)
+        assert isinstance(before, dg.SkipReason) and "no cutover yet" in (before.skip_message or "")
+        assert _run("migrate", instance).success
+        assert _run("migrate", instance, ["cutover"]).success
+
+        first, cursor = _tick(sensor, instance, cursor, soak)
+        assert isinstance(first, dg.RunRequest) and first.run_key and first.run_key.endswith("-0")
+        again, cursor = _tick(sensor, instance, cursor, soak)  # same bucket: never a second run
+        assert isinstance(again, dg.SkipReason) and "already requested" in (again.skip_message or "")
+        time.sleep(6.5)  # the sensor "was down" for bucket 1
+        late, cursor = _tick(sensor, instance, cursor, soak)
+        assert isinstance(late, dg.RunRequest) and late.run_key and late.run_key.endswith("-2")
+        assert late.tags["dual_db/soak_missed_buckets"] == "1"
+        time.sleep(4)
+        after, cursor = _tick(sensor, instance, cursor, soak)
+        assert isinstance(after, dg.SkipReason) and "has ended" in (after.skip_message or "")
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_soak_job_flags_a_write_to_the_old_database_and_growing_orphans(environment: Databases) -> None:  # noqa: F811
+    dbs = environment
+    plan = RoutingPlan.load()
+    soak_job = build_definitions(plan).resolve_job_def("soak")
+    config = {"resources": {"soak": {"config": {"workload_runs": 1, "rag_queries": 3}}}}
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert _run("migrate", instance).success
+        assert _run("migrate", instance, ["cutover"]).success
+
+        clean = soak_job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+        assert clean.success
+        checks = _checks(clean)
+        assert set(checks) == {
+            "no_writes_to_old_database",
+            "row_counts",
+            "core_has_no_pgvector",
+            "vector_index",
+            "performance_vs_baseline",
+            "database_health",
+            "soft_reference_orphans",
+        }
+        for name in ("no_writes_to_old_database", "core_has_no_pgvector", "soft_reference_orphans"):
+            assert checks[name].passed, (name, checks[name].description)
+        event = instance.get_latest_materialization_event(dg.AssetKey(["soak", "health"]))
+        assert event is not None and event.asset_materialization is not None
+        figures = event.asset_materialization.metadata
+        assert isinstance(figures["rag_p50_ms"], dg.FloatMetadataValue)
+        assert figures["orphan_rows"].value == 0
+
+        # Something still writes to the old database; the application writes a dangling reference.
+        with connection(dbs.source, autocommit=True) as conn:
+            conn.execute("INSERT INTO users VALUES (gen_random_uuid(), 'still-here@example.com')")
+        with connection(dbs.ai, autocommit=True) as conn:
+            conn.execute("INSERT INTO ai_feedback VALUES (gen_random_uuid(), gen_random_uuid(), 'up')")
+        time.sleep(1.2)  # the old database's statistics are flushed about once a second
+        flagged = soak_job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+        checks = _checks(flagged)
+        assert not checks["no_writes_to_old_database"].passed
+        assert "users" in (checks["no_writes_to_old_database"].description or "")
+        assert checks["no_writes_to_old_database"].severity == dg.AssetCheckSeverity.ERROR
+        assert not checks["soft_reference_orphans"].passed
+        assert "grew from 0 to 1" in (checks["soft_reference_orphans"].description or "")
