@@ -14,7 +14,7 @@ from dual_db.defs.cutover.assets import build_cutover
 from dual_db.defs.executor import guarded_in_process_executor
 from dual_db.defs.jobs import migrate_job, verify_job
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
-from dual_db.defs.soak.assets import SoakSettings, build_soak
+from dual_db.defs.soak.assets import SoakSettings, build_soak, decommission_readiness
 from dual_db.defs.source.assets import full_backup, schema_dump
 from dual_db.defs.source.checks import build_routing_complete
 from dual_db.defs.targets.assets import target_assets
@@ -37,6 +37,7 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
             build_cutover(plan),
             baseline_metrics,
             soak_health,
+            decommission_readiness,
         ],
         asset_checks=[build_routing_complete(plan), *verification_checks(plan)],
         jobs=[migrate_job, verify_job, soak_job],

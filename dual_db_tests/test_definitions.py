@@ -31,8 +31,8 @@ def test_definitions_load_with_no_server_reachable() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    # 43 tables, 2 schemas, 2 post-data, 2 source assets, the report, cutover, baseline, soak
-    assert out.stdout.split()[0] == "53"
+    # 43 tables, 2 schemas, 2 post-data, 2 source assets, the report, cutover, baseline, 2 soak
+    assert out.stdout.split()[0] == "54"
     assert "'migrate'" in out.stdout and "'verify'" in out.stdout
 
 
@@ -116,6 +116,7 @@ def test_definitions_run_with_the_plan_they_were_built_from() -> None:
         "cutover",
         "baseline/metrics",
         "soak/health",
+        "soak/decommission_readiness",
     }
     assert tables == {table_key("core", t).to_user_string() for t in plan.core[:2]} | {
         table_key("ai", plan.ai[0]).to_user_string()

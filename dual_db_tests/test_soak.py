@@ -88,3 +88,44 @@ def test_soak_job_flags_a_write_to_the_old_database_and_growing_orphans(environm
         assert checks["no_writes_to_old_database"].severity == dg.AssetCheckSeverity.ERROR
         assert not checks["soft_reference_orphans"].passed
         assert "grew from 0 to 1" in (checks["soft_reference_orphans"].description or "")
+
+
+def _readiness(instance: dg.DagsterInstance, window_hours: float) -> dict[str, object]:
+    job = build_definitions(RoutingPlan.load()).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey(["soak", "decommission_readiness"])],
+        run_config={"resources": {"soak": {"config": {"window_hours": window_hours}}}},
+    )
+    assert result.success
+    event = instance.get_latest_materialization_event(dg.AssetKey(["soak", "decommission_readiness"]))
+    assert event is not None and event.asset_materialization is not None
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_decommission_is_ready_only_after_a_clean_window(environment: Databases) -> None:  # noqa: F811
+    dbs = environment
+    soak_job = build_definitions(RoutingPlan.load()).resolve_job_def("soak")
+    config = {"resources": {"soak": {"config": {"workload_runs": 1, "rag_queries": 3}}}}
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert _run("migrate", instance).success
+        assert _run("migrate", instance, ["cutover"]).success
+        early = _readiness(instance, window_hours=1.0)
+        assert early["verdict"] == "not ready" and "soak window runs until" in str(early["blockers"])
+        assert soak_job.execute_in_process(instance=instance, run_config=config).success
+        time.sleep(2.5)
+        ready = _readiness(instance, window_hours=2 / 3600)  # a 2 s window, now over
+        assert ready["verdict"] == "ready", ready["blockers"]
+        assert ready["soak_runs"] == 1 and "Delete the old database" in str(ready["next_step"])
+
+        # One ERROR failure in the window (a write to the old database) and it is not ready any more.
+        with connection(dbs.source, autocommit=True) as conn:
+            conn.execute("INSERT INTO users VALUES (gen_random_uuid(), 'late-writer@example.com')")
+        time.sleep(1.2)
+        soak_job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+        failed = _readiness(instance, window_hours=2 / 3600)
+        assert failed["verdict"] == "not ready"
+        assert "No write reached the old database" in str(failed["blockers"])
+    # Readiness never deletes anything.
+    with connection(dbs.source) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (51,)

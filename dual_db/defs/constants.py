@@ -19,6 +19,7 @@ VERIFICATION_REPORT = dg.AssetKey(["verification_report"])
 CUTOVER = dg.AssetKey(["cutover"])
 BASELINE = dg.AssetKey(["baseline", "metrics"])
 SOAK_HEALTH = dg.AssetKey(["soak", "health"])
+DECOMMISSION_READINESS = dg.AssetKey(["soak", "decommission_readiness"])
 
 # Asset checks (count_parity and checksum_parity are named by the engine that runs them, above)
 ROUTING_COMPLETE = "routing_complete"

@@ -5,6 +5,7 @@ import dagster as dg
 from dual_db.defs.constants import (
     BASELINE,
     CUTOVER,
+    DECOMMISSION_READINESS,
     MIGRATE_JOB,
     SOAK_HEALTH,
     VERIFICATION_REPORT,
@@ -15,7 +16,8 @@ migrate_job = dg.define_asset_job(
     MIGRATE_JOB,
     # Never the cutover (switching the application is a decision someone makes, on purpose) nor the
     # baseline (a measurement taken when the source is under its usual load).
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(CUTOVER, BASELINE, SOAK_HEALTH),
+    selection=dg.AssetSelection.all()
+    - dg.AssetSelection.assets(CUTOVER, BASELINE, SOAK_HEALTH, DECOMMISSION_READINESS),
     description="Back up the source, split its schema, copy every table from one snapshot, build "
     "indexes, and verify.",
 )

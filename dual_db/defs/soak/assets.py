@@ -18,7 +18,14 @@ from pydantic import Field
 from dual_db import soak as probes
 from dual_db.cutover import ChangeCounters, change_counters
 from dual_db.defs.check_results import to_check_result
-from dual_db.defs.constants import BASELINE, CUTOVER, SOAK_HEALTH, SOAK_JOB, table_key
+from dual_db.defs.constants import (
+    BASELINE,
+    CUTOVER,
+    DECOMMISSION_READINESS,
+    SOAK_HEALTH,
+    SOAK_JOB,
+    table_key,
+)
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import AiDatabase, CoreDatabase, SourceDatabase
 from dual_db.defs.state import TableCopyRecord, latest_metadata
@@ -256,4 +263,123 @@ def _merge(outcomes: list[CheckOutcome], *, severity: str) -> CheckOutcome:
         failures,
         metadata,
         severity=severity,  # type: ignore[arg-type]
+    )
+
+
+# The plan's phase-8 checklist, each item with the soak checks that are its evidence (or none: a
+# person must look, e.g. at the application's logs).
+CHECKLIST: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("All API endpoints working correctly (both databases reachable as the application connects)", ()),
+    ("AI chat functioning (RAG retrieval through the vector index)", (VECTOR_INDEX,)),
+    ("Batch calculations running successfully", (ROW_COUNTS,)),
+    ("No errors in production logs (database side: deadlocks, rollbacks, conflicts)", (DATABASE_HEALTH,)),
+    ("Performance improvement confirmed (batch ≥30% faster, RAG p50 not slower)", (PERFORMANCE_VS_BASELINE,)),
+    ("No write reached the old database after the cutover", (NO_WRITES_TO_OLD_DATABASE,)),
+    ("Core never gained pgvector", (CORE_HAS_NO_PGVECTOR,)),
+    ("Cross-database references gained no orphans", (SOFT_REFERENCE_ORPHANS,)),
+)
+
+
+def _window_evaluations(
+    instance: dg.DagsterInstance, since: float
+) -> dict[str, list[dg.AssetCheckEvaluation]]:
+    """Every soak check evaluation since `since` (the cutover), by check name."""
+    found: dict[str, list[dg.AssetCheckEvaluation]] = {}
+    for name in _CHECKS:
+        key = dg.AssetCheckKey(SOAK_HEALTH, name)
+        cursor: int | None = None
+        history = []
+        while True:  # newest first, a page at a time, back to the cutover
+            page = instance.event_log_storage.get_asset_check_execution_history(key, limit=500, cursor=cursor)
+            history.extend(page)
+            if len(page) < 500 or page[-1].create_timestamp < since:
+                break
+            cursor = page[-1].id
+        for record in history:
+            if record.create_timestamp < since or record.event is None or record.event.dagster_event is None:
+                continue
+            data = record.event.dagster_event.event_specific_data
+            if isinstance(data, dg.AssetCheckEvaluation):
+                found.setdefault(name, []).append(data)
+    return found
+
+
+@dg.asset(
+    key=DECOMMISSION_READINESS,
+    deps=[SOAK_HEALTH],
+    group_name="soak",
+    description="After the soak window: the plan's phase-8 checklist, each item with its evidence (soak "
+    "runs, check results, figures). 'ready' only with a complete window and no failed ERROR check in it. "
+    "It never deletes anything; it says what to do next.",
+)
+def decommission_readiness(context: dg.AssetExecutionContext, soak: SoakSettings) -> dg.MaterializeResult:
+    cutover = context.instance.get_latest_materialization_event(CUTOVER)
+    if cutover is None:
+        raise dg.Failure("no cutover yet: there is nothing to decommission")
+    window_end = cutover.timestamp + soak.window_hours * 3600
+    runs = []
+    page_cursor: str | None = None
+    while True:  # newest first, a page at a time, back to the cutover
+        page = context.instance.fetch_materializations(SOAK_HEALTH, limit=500, cursor=page_cursor)
+        runs.extend(r for r in page.records if r.timestamp >= cutover.timestamp)
+        if not page.has_more or (page.records and page.records[-1].timestamp < cutover.timestamp):
+            break
+        page_cursor = page.cursor
+    evaluations = _window_evaluations(context.instance, cutover.timestamp)
+    blockers: list[str] = []
+    if time.time() < window_end:
+        blockers.append(
+            f"the soak window runs until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(window_end))}"
+        )
+    if not runs:
+        blockers.append("no soak run since the cutover")
+    lines = ["| item | evidence | status |", "|---|---|---|"]
+    for item, names in CHECKLIST:
+        if not names:
+            evidence = f"{len(runs)} soak run(s) connected to both databases; check the application itself"
+            lines.append(f"| {item} | {evidence} | look |")
+            continue
+        failed_error = [
+            e
+            for n in names
+            for e in evaluations.get(n, [])
+            if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+        ]
+        failed_warn = [
+            e
+            for n in names
+            for e in evaluations.get(n, [])
+            if not e.passed and e.severity != dg.AssetCheckSeverity.ERROR
+        ]
+        total = sum(len(evaluations.get(n, [])) for n in names)
+        if failed_error:
+            blockers.append(
+                f"{item}: {len(failed_error)} failed ERROR check(s), first: {failed_error[0].description}"
+            )
+        status = (
+            "failed"
+            if failed_error
+            else ("warned" if failed_warn else ("passed" if total else "no evidence"))
+        )
+        evidence = f"{total} evaluation(s), {len(failed_error)} failed, {len(failed_warn)} warned"
+        lines.append(f"| {item} | {evidence} | {status} |")
+    ready = not blockers
+    verdict = "ready" if ready else "not ready"
+    next_step = (
+        "Delete the old database with your provider (Railway: the old PostgreSQL service → Settings → "
+        "Danger Zone → Delete Service), after keeping source/full_backup where your backups live; update "
+        ".env.example and the deployment documentation with both database URLs."
+        if ready
+        else "Keep the old database and its rollback settings; fix what is listed, let the soak run on."
+    )
+    context.log.info(f"decommission: {verdict}. {next_step}")
+    return dg.MaterializeResult(
+        metadata={
+            "verdict": verdict,
+            "ready": ready,
+            "blockers": dg.MetadataValue.json(blockers),
+            "soak_runs": dg.MetadataValue.int(len(runs)),
+            "checklist": dg.MetadataValue.md("\n".join(lines)),
+            "next_step": next_step,
+        }
     )
