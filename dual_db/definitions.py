@@ -17,6 +17,7 @@ from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, 
 from dual_db.defs.source.assets import full_backup, schema_dump
 from dual_db.defs.source.checks import build_routing_complete
 from dual_db.defs.targets.assets import target_assets
+from dual_db.defs.tuning.assets import tuning_assets
 from dual_db.defs.verification.assets import build_verification_report
 from dual_db.defs.verification.checks import verification_checks
 from dual_db.routing import RoutingPlan
@@ -34,6 +35,7 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
             build_verification_report(plan),
             build_cutover(plan),
             baseline_metrics,
+            *tuning_assets,
         ],
         asset_checks=[build_routing_complete(plan), *verification_checks(plan)],
         jobs=[migrate_job, verify_job],

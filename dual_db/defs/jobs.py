@@ -2,13 +2,22 @@
 
 import dagster as dg
 
-from dual_db.defs.constants import BASELINE, CUTOVER, MIGRATE_JOB, VERIFICATION_REPORT, VERIFY_JOB
+from dual_db.defs.constants import (
+    AI_TUNING,
+    BASELINE,
+    CORE_TUNING,
+    CUTOVER,
+    MIGRATE_JOB,
+    VERIFICATION_REPORT,
+    VERIFY_JOB,
+)
 
 migrate_job = dg.define_asset_job(
     MIGRATE_JOB,
-    # Never the cutover (switching the application is a decision someone makes, on purpose) nor the
-    # baseline (a measurement taken when the source is under its usual load).
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(CUTOVER, BASELINE),
+    # Never the cutover (switching the application is a decision someone makes, on purpose), the
+    # baseline (a measurement taken when the source is under its usual load) nor the tuning (it
+    # changes whole servers, some settings only at their next restart: once the pair is stable).
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(CUTOVER, BASELINE, CORE_TUNING, AI_TUNING),
     description="Back up the source, split its schema, copy every table from one snapshot, build "
     "indexes, and verify.",
 )
