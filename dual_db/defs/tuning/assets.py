@@ -14,12 +14,12 @@ import dagster as dg
 from dual_db.defs.constants import POST_DATA_ASSETS, TUNING_ASSETS
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import AiDatabase, CoreDatabase, target_database
-from dual_db.tune.apply import Status, apply_tuning, load_tuning_file, rejected_error
+from dual_db.tune.apply import Status, TuningReport, apply_tuning, load_tuning_file, rejected_error
 
 _WORKLOAD = {"core": "OLTP", "ai": "vector search"}
 
 
-def _metadata(report: Any) -> dict[str, Any]:
+def _metadata(report: TuningReport) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "database": report.database,
         "summary": report.summary(),
