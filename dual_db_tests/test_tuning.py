@@ -267,3 +267,30 @@ def test_migrate_and_verify_never_tune(environment: object) -> None:
         materialized = {m.asset_key for m in result.get_asset_materialization_events() if m.asset_key}
         assert materialized and not materialized & tuning
         assert instance.get_latest_materialization_event(AI_TUNING) is None
+
+
+def test_core_tuning_asset_fails_in_one_line_when_the_server_rejects_a_value(
+    tuning_db: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistake in the file (a value the server refuses) fails the asset with one line naming it,
+    after the other settings were applied; a setting not permitted would not fail it."""
+    import dual_db.defs.tuning.assets as tuning_module
+
+    script = "ALTER SYSTEM SET work_mem = '12MB'; ALTER SYSTEM SET random_page_cost = 'fast';"
+    monkeypatch.setattr(tuning_module, "load_tuning_file", lambda target: tuning_statements(script))
+    monkeypatch.setenv("CORE_DATABASE_URL", tuning_db.uri())
+    monkeypatch.setenv("AI_DATABASE_URL", tuning_db.with_dbname("postgres").uri())
+    (core_tuning,) = [a for a in tuning_assets if a.key == CORE_TUNING]
+    result = dg.materialize(
+        [core_tuning], resources={"core": CoreDatabase(), "ai": AiDatabase()}, raise_on_error=False
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    user_failure = failure.step_failure_data.user_failure_data
+    assert user_failure is not None and user_failure.description is not None
+    assert "\n" not in user_failure.description
+    assert user_failure.description.startswith(
+        f"{tuning_db.masked()}: the server rejected random_page_cost = fast ("
+    )
+    with connection(tuning_db) as conn:
+        assert conn.execute("SHOW work_mem").fetchone() == ("12MB",)
