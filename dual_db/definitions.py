@@ -18,6 +18,7 @@ from dual_db.defs.soak.assets import SoakSettings, build_soak, decommission_read
 from dual_db.defs.source.assets import full_backup, schema_dump
 from dual_db.defs.source.checks import build_routing_complete
 from dual_db.defs.targets.assets import target_assets
+from dual_db.defs.tuning.assets import tuning_assets
 from dual_db.defs.verification.assets import build_verification_report
 from dual_db.defs.verification.checks import verification_checks
 from dual_db.routing import RoutingPlan
@@ -38,6 +39,7 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
             baseline_metrics,
             soak_health,
             decommission_readiness,
+            *tuning_assets,
         ],
         asset_checks=[build_routing_complete(plan), *verification_checks(plan)],
         jobs=[migrate_job, verify_job, soak_job],

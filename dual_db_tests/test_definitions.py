@@ -31,8 +31,8 @@ def test_definitions_load_with_no_server_reachable() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    # 43 tables, 2 schemas, 2 post-data, 2 source assets, the report, cutover, baseline, 2 soak
-    assert out.stdout.split()[0] == "54"
+    # 43 tables, 2 schemas, 2 post-data, 2 source assets, the report, cutover, baseline, 2 soak, 2 tuning
+    assert out.stdout.split()[0] == "56"
     assert "'migrate'" in out.stdout and "'verify'" in out.stdout
 
 
@@ -117,6 +117,8 @@ def test_definitions_run_with_the_plan_they_were_built_from() -> None:
         "baseline/metrics",
         "soak/health",
         "soak/decommission_readiness",
+        "core/tuning",
+        "ai/tuning",
     }
     assert tables == {table_key("core", t).to_user_string() for t in plan.core[:2]} | {
         table_key("ai", plan.ai[0]).to_user_string()
@@ -135,6 +137,7 @@ def test_engines_never_import_dagster_or_a_layer_above_them() -> None:
         "copy": {"db", "copy"},
         "verify": {"db", "verify"},
         "measure": {"db", "schema", "measure"},
+        "tune": {"db", "schema", "tune"},
     }
     problems = []
     for layer, may_use in allowed.items():

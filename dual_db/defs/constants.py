@@ -20,6 +20,8 @@ CUTOVER = dg.AssetKey(["cutover"])
 BASELINE = dg.AssetKey(["baseline", "metrics"])
 SOAK_HEALTH = dg.AssetKey(["soak", "health"])
 DECOMMISSION_READINESS = dg.AssetKey(["soak", "decommission_readiness"])
+CORE_TUNING = dg.AssetKey(["core", "tuning"])
+AI_TUNING = dg.AssetKey(["ai", "tuning"])
 
 # Asset checks (count_parity and checksum_parity are named by the engine that runs them, above)
 ROUTING_COMPLETE = "routing_complete"
@@ -44,6 +46,7 @@ SNAPSHOT_READER_STEPS = frozenset({"source__full_backup", "source__schema_dump",
 
 SCHEMA_ASSETS = {"core": CORE_SCHEMA, "ai": AI_SCHEMA}
 POST_DATA_ASSETS = {"core": CORE_POST_DATA, "ai": AI_VECTOR_INDEXES}
+TUNING_ASSETS = {"core": CORE_TUNING, "ai": AI_TUNING}
 
 
 _UNSAFE = re.compile(r"[^a-z0-9_]+")

@@ -31,6 +31,7 @@ from dual_db.schema.apply import SchemaApplyError
 from dual_db.schema.dump import PgToolError
 from dual_db.schema.ownership import OwnershipError
 from dual_db.schema.split import SchemaSplitError
+from dual_db.tune.apply import TuningError
 
 # Errors whose message tells the user what is wrong. Anything else is a bug and keeps Dagster's trace.
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -46,6 +47,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CopyError,
     OwnershipError,
     SnapshotLost,
+    TuningError,
 )
 
 # Long enough for any guard's message; a longer one (SQL in it) is cut, the whole text is in metadata.

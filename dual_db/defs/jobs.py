@@ -3,7 +3,9 @@
 import dagster as dg
 
 from dual_db.defs.constants import (
+    AI_TUNING,
     BASELINE,
+    CORE_TUNING,
     CUTOVER,
     DECOMMISSION_READINESS,
     MIGRATE_JOB,
@@ -14,10 +16,13 @@ from dual_db.defs.constants import (
 
 migrate_job = dg.define_asset_job(
     MIGRATE_JOB,
-    # Never the cutover (switching the application is a decision someone makes, on purpose) nor the
-    # baseline (a measurement taken when the source is under its usual load).
+    # Never the cutover (switching the application is a decision someone makes, on purpose), the
+    # baseline (a measurement taken when the source is under its usual load), the tuning (it changes
+    # whole servers, some settings only at their next restart: once the pair is stable) nor the soak.
     selection=dg.AssetSelection.all()
-    - dg.AssetSelection.assets(CUTOVER, BASELINE, SOAK_HEALTH, DECOMMISSION_READINESS),
+    - dg.AssetSelection.assets(
+        CUTOVER, BASELINE, CORE_TUNING, AI_TUNING, SOAK_HEALTH, DECOMMISSION_READINESS
+    ),
     description="Back up the source, split its schema, copy every table from one snapshot, build "
     "indexes, and verify.",
 )

@@ -1,0 +1,1 @@
+"""Post-migration tuning of the target servers (plain Python, no Dagster)."""

@@ -1,0 +1,17 @@
+-- AI database (vectors): the migration plan's post-migration tuning, applied by the `ai/tuning` asset
+-- (materialized on purpose, never by `migrate`). ALTER SYSTEM changes the whole server the AI
+-- database lives on, not just that database.
+--
+-- shared_buffers is read only when the server starts: after this file it is reported
+-- "pending restart" until someone restarts the server. The plan's `SELECT pg_reload_conf()` is not
+-- here: the asset reloads the configuration itself, once, after every statement.
+
+ALTER SYSTEM SET shared_buffers = '512MB';
+ALTER SYSTEM SET work_mem = '256MB';
+ALTER SYSTEM SET effective_cache_size = '1GB';
+ALTER SYSTEM SET maintenance_work_mem = '256MB';
+
+-- pgvector: the plan's `SET hnsw.ef_search = 100` would last only as long as the session that ran
+-- it. Set for the database instead, every new session of the application gets it.
+-- `target_database` stands for the database the asset tunes (the AI database of the run).
+ALTER DATABASE target_database SET hnsw.ef_search = 100;
