@@ -50,6 +50,9 @@ TUNING_ASSETS = {"core": CORE_TUNING, "ai": AI_TUNING}
 
 
 _UNSAFE = re.compile(r"[^a-z0-9_]+")
+# Names the target groups use for their own assets: a table called `schema` must not become
+# `core/schema`.
+_TARGET_ASSET_NAMES = frozenset({"schema", "post_data", "vector_indexes", "tuning"})
 
 
 def table_asset_name(table: TableName) -> str:
@@ -60,7 +63,7 @@ def table_asset_name(table: TableName) -> str:
     """
     base = table.name if table.schema == "public" else f"{table.schema}__{table.name}"
     safe = _UNSAFE.sub("_", base.lower()).strip("_") or "table"
-    if safe != base:
+    if safe != base or safe in _TARGET_ASSET_NAMES:
         digest = hashlib.sha1(f"{table.schema}.{table.name}".encode()).hexdigest()[:6]
         safe = f"{safe}_{digest}"
     return safe
