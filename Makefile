@@ -37,7 +37,7 @@ demo: demo-source
 	$(BIN)/dagster job execute -m dual_db.definitions -j migrate
 
 dev: up
-	$(BIN)/dagster dev -m dual_db.definitions
+	$(BIN)/dagster dev -w workspace.yaml
 
 test: install
 	$(BIN)/python -m pytest
