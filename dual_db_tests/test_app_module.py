@@ -378,3 +378,89 @@ def test_settings_errors_are_one_line_without_password() -> None:
     unix = asyncpg_target(DatabaseUrl.parse("host=/run/postgresql port=6543 dbname=app user=app password=pw"))
     assert unix.url.query == {"host": "/run/postgresql"} and unix.url.port == 6543
     assert unix.url.host is None and "pw" not in str(unix.url)
+
+
+ASYNC_ENV_PY = '''
+"""An application's alembic/env.py after the split: async, on dual_db.app's core engine, filtered."""
+import asyncio
+
+from alembic import context
+
+import dual_db.app as app
+from dual_db.app.migrations import include_name_for, include_object_for
+
+filtered = context.config.attributes["filtered"]
+
+
+def run_migrations(connection):
+    filters = {"include_object": include_object_for("core"), "include_name": include_name_for("core")}
+    context.configure(
+        connection=connection,
+        target_metadata=context.config.attributes["target_metadata"],
+        include_schemas=True,
+        **(filters if filtered else {}),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def main():
+    try:
+        async with app.current().core_engine.connect() as connection:
+            await connection.run_sync(run_migrations)
+    finally:
+        await app.dispose()
+
+
+asyncio.run(main())
+'''
+
+# The application's migration history up to the split: the revision the source's alembic_version holds.
+BASELINE_REVISION = """
+revision = "a1b2c3d4e5f6"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass
+"""
+
+
+def test_alembic_revision_autogenerate_in_an_async_env(
+    migrated: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`alembic revision --autogenerate` as the application runs it, against the migrated core."""
+    from alembic import command
+    from alembic.config import Config
+
+    dbs = migrated
+    monkeypatch.setenv("DATABASE_URL", dbs.core.application_url())
+    models = _application_models(dbs.source)
+    script_dir = tmp_path / "alembic"
+    config = Config(str(tmp_path / "alembic.ini"))
+    config.set_main_option("script_location", str(script_dir))
+    command.init(config, str(script_dir), template="generic")
+    (script_dir / "env.py").write_text(ASYNC_ENV_PY)
+    (script_dir / "versions" / "a1b2c3d4e5f6_baseline.py").write_text(BASELINE_REVISION)
+    config.attributes["target_metadata"] = models
+
+    def autogenerate(filtered: bool) -> str:
+        config.attributes["filtered"] = filtered
+        script = command.revision(config, message=f"filtered {filtered}", autogenerate=True)
+        assert script is not None and not isinstance(script, list)
+        text = Path(script.path).read_text()
+        Path(script.path).unlink()  # the next revision must again follow the baseline
+        return text.split("def upgrade()", 1)[1].split("def downgrade()", 1)[0]
+
+    filtered_upgrade = autogenerate(True)
+    assert "op." not in filtered_upgrade and "pass" in filtered_upgrade, filtered_upgrade
+    unfiltered_upgrade = autogenerate(False)
+    assert "op.create_table('ai_kb_documents'" in unfiltered_upgrade
+    assert "op.create_table('ai_feedback'" in unfiltered_upgrade
+    assert "op.create_table('users'" not in unfiltered_upgrade
