@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dual_db.app import database as _database
 from dual_db.app.database import (
     DualDatabase,
     configure,
@@ -84,6 +85,6 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The plan's engine and session-factory names, resolved on use (see dual_db.app.database).
-    from dual_db.app import database
-
-    return getattr(database, name)
+    if name in _database.LAZY_NAMES:
+        return getattr(_database, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

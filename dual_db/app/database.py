@@ -147,7 +147,7 @@ async def get_ai_db() -> AsyncIterator[AsyncSession]:
 get_async_session = get_core_session
 
 # The plan's module-level engine and session-factory names, resolved lazily (PEP 562).
-_LAZY_NAMES = {
+LAZY_NAMES = {
     "core_engine": "core_engine",
     "ai_engine": "ai_engine",
     "CoreSessionLocal": "CoreSessionLocal",
@@ -157,6 +157,6 @@ _LAZY_NAMES = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_NAMES:
-        return getattr(current(), _LAZY_NAMES[name])
+    if name in LAZY_NAMES:
+        return getattr(current(), LAZY_NAMES[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
