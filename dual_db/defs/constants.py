@@ -18,6 +18,7 @@ AI_VECTOR_INDEXES = dg.AssetKey(["ai", "vector_indexes"])
 VERIFICATION_REPORT = dg.AssetKey(["verification_report"])
 CUTOVER = dg.AssetKey(["cutover"])
 BASELINE = dg.AssetKey(["baseline", "metrics"])
+ROLLBACK_RESTORED_SOURCE = dg.AssetKey(["rollback", "restored_source"])
 
 # Asset checks (count_parity and checksum_parity are named by the engine that runs them, above)
 ROUTING_COMPLETE = "routing_complete"
@@ -31,6 +32,7 @@ SOURCE_DRIFT = "source_drift"
 # Jobs
 MIGRATE_JOB = "migrate"
 VERIFY_JOB = "verify"
+ROLLBACK_JOB = "rollback"
 
 # Concurrency pool for steps that read the source: one heavy reader at a time per target server.
 SOURCE_POOL = "dual_db_source"

@@ -1,14 +1,23 @@
-"""Jobs: `migrate` (everything) and `verify` (the checks and the report alone)."""
+"""Jobs: `migrate` (everything), `verify` (the checks and the report alone) and `rollback` (the latest
+backup restored into a new database)."""
 
 import dagster as dg
 
-from dual_db.defs.constants import BASELINE, CUTOVER, MIGRATE_JOB, VERIFICATION_REPORT, VERIFY_JOB
+from dual_db.defs.constants import (
+    BASELINE,
+    CUTOVER,
+    MIGRATE_JOB,
+    ROLLBACK_JOB,
+    ROLLBACK_RESTORED_SOURCE,
+    VERIFICATION_REPORT,
+    VERIFY_JOB,
+)
 
 migrate_job = dg.define_asset_job(
     MIGRATE_JOB,
     # Never the cutover (switching the application is a decision someone makes, on purpose) nor the
-    # baseline (a measurement taken when the source is under its usual load).
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(CUTOVER, BASELINE),
+    # baseline (a measurement taken when the source is under its usual load), nor the rollback restore.
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(CUTOVER, BASELINE, ROLLBACK_RESTORED_SOURCE),
     description="Back up the source, split its schema, copy every table from one snapshot, build "
     "indexes, and verify.",
 )
@@ -18,4 +27,12 @@ verify_job = dg.define_asset_job(
     # Checks alone (the table multi-assets run in check-only mode, copying nothing), then the report.
     selection=dg.AssetSelection.all_asset_checks() | dg.AssetSelection.assets(VERIFICATION_REPORT),
     description="Re-run every asset check against the targets as they are now, and the report.",
+)
+
+rollback_job = dg.define_asset_job(
+    ROLLBACK_JOB,
+    # The restore alone: the backup it restores is the latest one migrate made, never a new one.
+    selection=dg.AssetSelection.assets(ROLLBACK_RESTORED_SOURCE),
+    description="Restore the latest source/full_backup into the empty database ROLLBACK_DATABASE_URL "
+    "names, prove it equal to the source at the backup's snapshot, and write the settings to switch back.",
 )
