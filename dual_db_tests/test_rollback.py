@@ -184,3 +184,30 @@ def test_rollback_refuses_when_a_table_was_copied_from_another_snapshot(
         text = _failure(refused)
         assert "1 table(s) have no fingerprint from it: users (copied from snapshot" in text, text
     assert _objects(target) == empty
+
+
+def test_restored_sequences_behind_the_copy_warn_and_fail_only_on_a_collision(
+    environment: Databases,  # noqa: F811
+    servers: EmbeddedCluster,
+    new_database: DatabaseFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = new_database(servers["core"])
+    monkeypatch.setenv("ROLLBACK_DATABASE_URL", target.uri())
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert _run("migrate", instance).success
+        assert _run("rollback", instance).success
+    sequence = TableName("public", "portfolios_id_seq")
+    with connection(target, autocommit=True) as conn:
+        # The copy read the sequence later than the backup, after the source handed out more values:
+        # no restored row uses them, so the restore is still right.
+        ahead = restored_matches_snapshot(conn, {}, {sequence: (1000, True)})
+        assert ahead.passed
+        assert ahead.warnings[0].startswith("portfolios_id_seq: restored at 51 next, the copy recorded 1001")
+        # A sequence behind a restored row: the next insert would collide.
+        conn.execute("SELECT setval('portfolios_id_seq', 10)")
+        behind = restored_matches_snapshot(conn, {}, {sequence: (50, True)})
+    assert not behind.passed
+    assert behind.failures == [
+        "portfolios_id_seq: the restored database would hand out 11 next, but a restored row already uses 50"
+    ]
