@@ -3,6 +3,7 @@ source at the backup's snapshot, against real servers after a real migrate."""
 
 from __future__ import annotations
 
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -164,6 +165,19 @@ def test_rollback_refuses_a_database_that_is_not_empty_or_is_the_source(
             with connection(url) as conn:
                 assert {i.table: table_fingerprint(conn, i.table) for i in list_tables(conn)} == tables_before
         assert instance.get_latest_materialization_event(ROLLBACK) is None
+
+        # The latest backup deleted (keep_backups, or by hand): said so, nothing written.
+        backup = instance.get_latest_materialization_event(dg.AssetKey(["source", "full_backup"]))
+        assert backup is not None and backup.asset_materialization is not None
+        backup_path = Path(str(backup.asset_materialization.metadata["path"].value))
+        shutil.rmtree(backup_path)
+        fresh = new_database(servers["core"])
+        empty = _objects(fresh)
+        monkeypatch.setenv("ROLLBACK_DATABASE_URL", fresh.uri())
+        refused = _run("rollback", instance)
+        assert not refused.success
+        assert f"{backup_path} is not a pg_dump directory archive (no toc.dat)" in _failure(refused)
+        assert _objects(fresh) == empty
 
 
 def test_rollback_refuses_when_a_table_was_copied_from_another_snapshot(
