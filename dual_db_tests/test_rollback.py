@@ -19,7 +19,7 @@ from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 from dual_db.defs.constants import table_key
 from dual_db.defs.state import TableCopyRecord
-from dual_db.embedded import EmbeddedCluster, EmbeddedServer
+from dual_db.embedded import EmbeddedCluster, EmbeddedServer, pg_bin_dir
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify.restored import restored_matches_snapshot
 from dual_db_tests.conftest import Databases
@@ -72,15 +72,30 @@ def _objects(url: DatabaseUrl) -> list[tuple[str, ...]]:
     return [tuple(str(v) for v in row) for row in rows]
 
 
+def _recording_pg_restore(bin_dir: Path, log_dir: Path) -> None:
+    """A pg_restore that writes down its command line and environment, then is pg_restore."""
+    bin_dir.mkdir()
+    log_dir.mkdir()
+    wrapper = bin_dir / "pg_restore"
+    wrapper.write_text(
+        f'#!/bin/sh\necho "$@" > "{log_dir}/$$.argv"\nenv > "{log_dir}/$$.env"\n'
+        f'exec "{pg_bin_dir(18) / "pg_restore"}" "$@"\n'
+    )
+    wrapper.chmod(0o700)
+
+
 def test_rollback_restores_the_source_as_of_the_snapshot(
     environment: Databases,  # noqa: F811
     servers: EmbeddedCluster,
     new_database: DatabaseFactory,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     dbs = environment
     target = new_database(servers["core"])
     monkeypatch.setenv("ROLLBACK_DATABASE_URL", target.uri())
+    tool_log = tmp_path / "pg-restore-calls"
+    _recording_pg_restore(tmp_path / "pg-bin", tool_log)
     with dg.DagsterInstance.ephemeral() as instance:
         assert _run("migrate", instance).success
         recorded = _recorded(instance)
@@ -92,6 +107,8 @@ def test_rollback_restores_the_source_as_of_the_snapshot(
 
         # migrate never restores; the rollback job does nothing else
         assert instance.get_latest_materialization_event(ROLLBACK) is None
+        # The rollback's tools (pg_restore alone) come from the configured bin directory.
+        monkeypatch.setenv("DUAL_DB_PG_BIN_DIR", str(tmp_path / "pg-bin"))
         result = _run("rollback", instance)
         assert result.success, _failure(result)
         metadata = _metadata(instance)
@@ -122,6 +139,13 @@ def test_rollback_restores_the_source_as_of_the_snapshot(
     for password in (dbs.source.password, dbs.core.password, dbs.ai.password, target.password):
         assert password and password not in str(metadata)
     assert target.password and target.password not in logs
+    # pg_restore got the password in a passfile: not in its command line, not in its environment.
+    calls = {path.name: path.read_text() for path in tool_log.iterdir()}
+    restores = [text for name, text in calls.items() if name.endswith(".argv") and "--no-owner" in text]
+    assert len(restores) == 1 and f"dbname={target.dbname}" in restores[0] and "--jobs=2" in restores[0]
+    assert sum("PGPASSFILE=" in text for name, text in calls.items() if name.endswith(".env")) == 1
+    for text in calls.values():
+        assert target.password not in text and "DATABASE_URL" not in text
     assert f"DATABASE_URL={metadata['DATABASE_URL']} and unset AI_DATABASE_URL" in logs
 
     # The proof names what differs: a restored row changed afterwards is caught, by table.
