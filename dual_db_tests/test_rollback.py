@@ -224,7 +224,7 @@ def test_rollback_refuses_when_a_table_was_copied_from_another_snapshot(
     assert _objects(target) == empty
 
 
-def test_restored_sequences_behind_the_copy_warn_and_fail_only_on_a_collision(
+def test_rollback_with_the_source_gone_and_sequences_behind_the_copy(
     environment: Databases,  # noqa: F811
     servers: EmbeddedCluster,
     new_database: DatabaseFactory,
@@ -234,7 +234,13 @@ def test_restored_sequences_behind_the_copy_warn_and_fail_only_on_a_collision(
     monkeypatch.setenv("ROLLBACK_DATABASE_URL", target.uri())
     with dg.DagsterInstance.ephemeral() as instance:
         assert _run("migrate", instance).success
-        assert _run("rollback", instance).success
+        # The plan's full rollback: the old database is gone. What cannot be reached is not compared.
+        monkeypatch.setenv("SOURCE_DATABASE_URL", "postgresql://app:Gone-Pw-3@127.0.0.1:1/railway")
+        result = _run("rollback", instance)
+        assert result.success, _failure(result)
+        logs = " ".join(entry.user_message for entry in instance.all_logs(result.run_id))
+    assert "the source database was not compared with the rollback database (cannot connect to " in logs
+    assert "postgresql://app:***@127.0.0.1:1/railway" in logs and "Gone-Pw-3" not in logs
     sequence = TableName("public", "portfolios_id_seq")
     with connection(target, autocommit=True) as conn:
         # The copy read the sequence later than the backup, after the source handed out more values:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dual_db.db.connect import connection, server_version_num
 from dual_db.db.urls import DatabaseUrl
-from dual_db.schema.dump import PgToolError, _run_tool, pg_tool_version_string
+from dual_db.schema.dump import PgToolError, pg_tool_version_string, run_pg_tool
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def restore_backup(
             "(keep_backups) or moved; run migrate for a new one"
         )
     version = pg_tool_version_string(bin_dir, "pg_restore")
-    with connection(url, application_name="dual-db version check") as conn:
+    with connection(url, read_only=True, application_name="dual-db version check") as conn:
         server_major = server_version_num(conn) // 10000
     if int(version.split(".")[0]) < server_major:
         raise PgToolError(
@@ -56,7 +56,7 @@ def restore_backup(
     args = ["--no-owner", "--exit-on-error", f"--jobs={max(1, jobs)}", str(backup_dir)]
     started = time.monotonic()
     try:
-        _result, argv = _run_tool(bin_dir, "pg_restore", url, args, timeout=timeout)
+        _result, argv = run_pg_tool(bin_dir, "pg_restore", url, args, timeout=timeout)
     except PgToolError as exc:
         raise PgToolError(
             f"{exc} — {url.masked()} now holds a partial restore: drop and recreate it (empty) before "

@@ -51,7 +51,7 @@ def _reachable_identities(
             reason = exc.description if isinstance(exc, dg.Failure) else one_line(exc)
             context.log.warning(
                 f"the {role} database was not compared with the rollback database ({reason}); the "
-                "rollback database must be empty, which it is not"
+                "rollback database must still be empty, which neither the source nor a migrated target is"
             )
     return identities
 
