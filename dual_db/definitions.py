@@ -12,8 +12,16 @@ import dagster as dg
 from dual_db.defs.baseline.assets import baseline_metrics
 from dual_db.defs.cutover.assets import build_cutover
 from dual_db.defs.executor import guarded_in_process_executor
-from dual_db.defs.jobs import migrate_job, verify_job
-from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
+from dual_db.defs.jobs import migrate_job, rollback_job, verify_job
+from dual_db.defs.resources import (
+    AiDatabase,
+    CoreDatabase,
+    MigrationSettings,
+    RollbackDatabase,
+    SourceDatabase,
+    SourceSnapshot,
+)
+from dual_db.defs.rollback.assets import build_rollback
 from dual_db.defs.soak.assets import SoakSettings, build_soak, decommission_readiness
 from dual_db.defs.source.assets import full_backup, schema_dump
 from dual_db.defs.source.checks import build_routing_complete
@@ -40,14 +48,16 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
             soak_health,
             decommission_readiness,
             *tuning_assets,
+            build_rollback(plan),
         ],
         asset_checks=[build_routing_complete(plan), *verification_checks(plan)],
-        jobs=[migrate_job, verify_job, soak_job],
+        jobs=[migrate_job, verify_job, soak_job, rollback_job],
         sensors=[soak_schedule],
         resources={
             "source": source,
             "core": CoreDatabase(),
             "ai": AiDatabase(),
+            "rollback": RollbackDatabase(),
             "snapshot": SourceSnapshot(source=source),
             "settings": MigrationSettings(),
             "soak": SoakSettings(),

@@ -296,3 +296,62 @@ def check_target_ownership(conn: psycopg.Connection, role_name: str, url: Databa
 def sql_ident(name: str) -> str:
     """An identifier quoted for a message the user pastes into psql (never executed by dual-db)."""
     return TableName("public", name).display
+
+
+# What makes a database not empty for a restore: any relation, function or type in a user schema, or a
+# schema besides `public`, that no extension created (managed services pre-install extensions, and the
+# dump re-creates its own with IF NOT EXISTS).
+_USER_OBJECTS_SQL = """
+WITH user_schemas AS (
+    SELECT n.oid, n.nspname FROM pg_namespace n
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+      AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%%'
+), objects AS (
+    SELECT 'schema' AS kind, format('%%I', s.nspname) AS name, 'pg_namespace'::regclass AS classid,
+           s.oid AS objid
+    FROM user_schemas s WHERE s.nspname <> 'public'
+    UNION ALL
+    SELECT 'relation', format('%%I.%%I', s.nspname, c.relname), 'pg_class'::regclass, c.oid
+    FROM pg_class c JOIN user_schemas s ON s.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+    UNION ALL
+    SELECT 'function', format('%%I.%%I', s.nspname, p.proname), 'pg_proc'::regclass, p.oid
+    FROM pg_proc p JOIN user_schemas s ON s.oid = p.pronamespace
+    UNION ALL
+    SELECT 'type', format('%%I.%%I', s.nspname, t.typname), 'pg_type'::regclass, t.oid
+    FROM pg_type t JOIN user_schemas s ON s.oid = t.typnamespace
+    WHERE t.typtype IN ('e', 'd', 'c', 'r', 'm') AND t.typrelid = 0
+)
+SELECT o.kind, o.name FROM objects o
+WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.classid AND d.objid = o.objid
+                  AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def check_rollback_target(url: DatabaseUrl, others: dict[str, tuple[str, ...]]) -> None:
+    """Refuse (GuardError, nothing written) to restore the backup into `url` unless it is an empty
+    database distinct from every database in `others` (role → `database_identity`: the source, core,
+    AI as far as they could be reached) and not one dual-db prepared as a target."""
+    with connection(url, read_only=True, application_name="dual-db preflight rollback") as conn:
+        identity = database_identity(conn)
+        marker = read_marker(conn)
+        objects = [(str(kind), str(name)) for kind, name in conn.execute(_USER_OBJECTS_SQL, {})]
+    for role, other in others.items():
+        if identity == other:
+            raise GuardError(
+                f"the rollback database {url.masked()} is the {role} database: restore into a new, empty "
+                "database (CREATE DATABASE …), never over the source or a target."
+            )
+    if marker is not None:
+        raise GuardError(
+            f"the rollback database {url.masked()} is dual-db's {marker.role} target: restore into a new, "
+            "empty database (CREATE DATABASE …)."
+        )
+    if objects:
+        shown = ", ".join(f"{kind} {name}" for kind, name in objects[:5])
+        more = f" and {len(objects) - 5} more" if len(objects) > 5 else ""
+        raise GuardError(
+            f"the rollback database {url.masked()} is not empty ({len(objects)} object(s): {shown}{more}): "
+            "restore into a new, empty database (CREATE DATABASE …)."
+        )

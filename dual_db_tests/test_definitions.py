@@ -31,9 +31,10 @@ def test_definitions_load_with_no_server_reachable() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    # 43 tables, 2 schemas, 2 post-data, 2 source assets, the report, cutover, baseline, 2 soak, 2 tuning
-    assert out.stdout.split()[0] == "56"
-    assert "'migrate'" in out.stdout and "'verify'" in out.stdout
+    # 43 tables, 2 schemas, 2 post-data, 2 source assets, the report, cutover, baseline, 2 soak, 2 tuning,
+    # rollback
+    assert out.stdout.split()[0] == "57"
+    assert "'migrate'" in out.stdout and "'verify'" in out.stdout and "'rollback'" in out.stdout
 
 
 def test_asset_and_check_keys_are_the_documented_ones() -> None:
@@ -119,6 +120,7 @@ def test_definitions_run_with_the_plan_they_were_built_from() -> None:
         "soak/decommission_readiness",
         "core/tuning",
         "ai/tuning",
+        "rollback/restored_source",
     }
     assert tables == {table_key("core", t).to_user_string() for t in plan.core[:2]} | {
         table_key("ai", plan.ai[0]).to_user_string()

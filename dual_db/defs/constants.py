@@ -22,6 +22,7 @@ SOAK_HEALTH = dg.AssetKey(["soak", "health"])
 DECOMMISSION_READINESS = dg.AssetKey(["soak", "decommission_readiness"])
 CORE_TUNING = dg.AssetKey(["core", "tuning"])
 AI_TUNING = dg.AssetKey(["ai", "tuning"])
+ROLLBACK_RESTORED_SOURCE = dg.AssetKey(["rollback", "restored_source"])
 
 # Asset checks (count_parity and checksum_parity are named by the engine that runs them, above)
 ROUTING_COMPLETE = "routing_complete"
@@ -36,6 +37,7 @@ SOURCE_DRIFT = "source_drift"
 MIGRATE_JOB = "migrate"
 VERIFY_JOB = "verify"
 SOAK_JOB = "soak"
+ROLLBACK_JOB = "rollback"
 
 # Concurrency pool for steps that read the source: one heavy reader at a time per target server.
 SOURCE_POOL = "dual_db_source"

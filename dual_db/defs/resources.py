@@ -102,6 +102,13 @@ class AiDatabase(PostgresDatabase):
     env_names: ClassVar[tuple[str, ...]] = ("AI_DATABASE_URL",)
 
 
+class RollbackDatabase(PostgresDatabase):
+    """A new, empty database the `rollback` job restores the latest full backup of the source into."""
+
+    role: ClassVar[str] = "rollback"
+    env_names: ClassVar[tuple[str, ...]] = ("ROLLBACK_DATABASE_URL",)
+
+
 def target_database(target: str, core: CoreDatabase, ai: AiDatabase) -> PostgresDatabase:
     """The resource of `target` ('core' or 'ai'): asset factories serve both targets."""
     return core if target == "core" else ai

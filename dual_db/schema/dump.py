@@ -134,9 +134,11 @@ def _check_server(url: DatabaseUrl, bin_dir: Path) -> str:
     return pg_tool_version_string(bin_dir, "pg_dump")
 
 
-def _run_tool(
+def run_pg_tool(
     bin_dir: Path, tool: str, url: DatabaseUrl, args: list[str], *, timeout: float | None = None
 ) -> tuple[subprocess.CompletedProcess[str], tuple[str, ...]]:
+    """Run `tool` (pg_dump, pg_restore) against `url`: the password in a private passfile, the
+    command line returned for logs; raises `PgToolError` with the tool's stderr when it fails."""
     path = _tool(bin_dir, tool)
     with url.libpq_subprocess() as (conninfo, env):
         env = dict(env)
@@ -172,7 +174,7 @@ def dump_schema_sections(
     sections: dict[str, str] = {}
     commands: list[tuple[str, ...]] = []
     for section in ("pre-data", "post-data"):
-        result, argv = _run_tool(
+        result, argv = run_pg_tool(
             bin_dir, "pg_dump", url, [*_SCHEMA_OPTIONS, f"--section={section}", *extra], timeout=timeout
         )
         sections[section] = result.stdout
@@ -211,7 +213,7 @@ def dump_full_backup(
         args.append(f"--snapshot={snapshot}")
     started = time.monotonic()
     try:
-        _result, argv = _run_tool(bin_dir, "pg_dump", url, args, timeout=timeout)
+        _result, argv = run_pg_tool(bin_dir, "pg_dump", url, args, timeout=timeout)
     except BaseException:
         # A partial backup restores nothing: never leave one behind to be mistaken for a good one.
         shutil.rmtree(out_dir, ignore_errors=True)
