@@ -8,6 +8,7 @@ does.
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 # Environment variable holding the webhook URL (Slack incoming webhook, or anything accepting its JSON).
 WEBHOOK_URL_ENV = "DUAL_DB_ALERT_WEBHOOK_URL"
 
-# Seconds to wait for the webhook: a tick must not hang on a stuck receiver.
-POST_TIMEOUT_SECONDS = 10.0
+# Seconds to wait for the webhook: a tick must not hang on a stuck receiver (see ALERTS_PER_TICK).
+POST_TIMEOUT_SECONDS = 5.0
 
 # Text metadata longer than this is cut in the structured fields (a description can be long already).
 MAX_TEXT_VALUE = 200
@@ -68,6 +69,8 @@ def scalar_metadata(values: Mapping[str, object]) -> dict[str, int | float | boo
     """Keep the values an alert can show as they are; long text is cut, lists and tables left out."""
     kept: dict[str, int | float | bool | str] = {}
     for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            continue  # NaN and infinities are not JSON: a strict receiver would refuse the whole alert
         if isinstance(value, bool | int | float):
             kept[key] = value
         elif isinstance(value, str):

@@ -15,8 +15,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dual_db.alerting import WEBHOOK_URL_ENV, AlertPostError, mask_webhook_url, post_alert
-from dual_db.defs.alerts import check_failure_alerts
+from dual_db.alerting import (
+    MAX_TEXT_VALUE,
+    WEBHOOK_URL_ENV,
+    AlertPostError,
+    mask_webhook_url,
+    post_alert,
+    scalar_metadata,
+)
+from dual_db.defs.alerts import ALERTS_PER_TICK, check_failure_alerts
 from dual_db.embedded import EmbeddedCluster
 from dual_db_tests.conftest import DatabaseFactory
 
@@ -260,10 +267,43 @@ def test_a_refused_or_unreachable_webhook_loses_nothing_and_never_shows_the_url(
         assert "s3cr3t" not in text and "B0ALERTS" not in text and "token=x" not in text, text
 
 
+def _failing_check(index: int) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=rows, name=f"failing_{index:02d}")
+    def failing() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, description=f"failure {index}")
+
+    return failing
+
+
+def test_a_backlog_is_posted_over_several_ticks_in_order(
+    webhook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick posts at most ALERTS_PER_TICK alerts, so it ends well before Dagster's sensor timeout."""
+    monkeypatch.setenv(WEBHOOK_URL_ENV, webhook.url)
+    count = ALERTS_PER_TICK + 3
+    with dg.DagsterInstance.ephemeral() as instance:
+        _run_checks(instance, *(_failing_check(i) for i in range(count)))
+        first = _tick(instance, None)
+        assert (
+            len(webhook.accepted) == ALERTS_PER_TICK and f"posted {ALERTS_PER_TICK} alert(s)" in first.reason
+        )
+        second = _tick(instance, first.cursor)
+        third = _tick(instance, second.cursor)
+    assert sorted(alert["check"] for alert in webhook.accepted) == [f"failing_{i:02d}" for i in range(count)]
+    assert webhook.attempts == count and third.reason == "no new check evaluations"
+
+
 def test_the_webhook_url_is_masked_after_the_host() -> None:
     assert mask_webhook_url(f"https://hooks.slack.com{SECRET_PATH}") == "https://hooks.slack.com/***"
     assert mask_webhook_url("https://user:pw@example.com:8443/x?token=y") == "https://example.com:8443/***"
     assert mask_webhook_url("not a url s3cr3t") == "***"
+
+
+def test_alert_metadata_keeps_what_json_and_chat_can_show() -> None:
+    kept = scalar_metadata(
+        {"rows": 3, "ratio": 0.5, "nan": float("nan"), "ok": False, "keys": [1, 2], "long": "x" * 500}
+    )
+    assert kept == {"rows": 3, "ratio": 0.5, "ok": False, "long": "x" * (MAX_TEXT_VALUE - 1) + "…"}
 
 
 def test_without_a_webhook_the_sensor_skips_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -296,4 +336,4 @@ def test_the_alert_engine_does_not_import_dagster() -> None:
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "json", "urllib", "collections", "dataclasses"}, imported
+    assert imported <= {"__future__", "json", "math", "urllib", "collections", "dataclasses"}, imported

@@ -18,6 +18,7 @@ import dagster as dg
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from dual_db.alerting import (
+    POST_TIMEOUT_SECONDS,
     WEBHOOK_URL_ENV,
     AlertPostError,
     CheckFailure,
@@ -29,6 +30,12 @@ from dual_db.alerting import (
 
 # Evaluations read per tick; a backlog is worked off over the following ticks, in order.
 EVALUATIONS_PER_TICK = 100
+
+# Posts per tick. Dagster abandons a sensor tick after 60 s (DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS) and then
+# keeps its old cursor, which would post the tick's alerts again: 10 posts of at most
+# POST_TIMEOUT_SECONDS (5 s) each stay well inside that. A failed migration (dozens of failed checks)
+# is posted over a few ticks, in order.
+ALERTS_PER_TICK = 10
 
 # On its first tick (no cursor) the sensor reports only this recent past, not the whole history of an
 # instance it is switched on for.
@@ -99,8 +106,10 @@ def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult
     for record in records:
         failure = _failure(record)
         if failure is not None:
+            if posted == ALERTS_PER_TICK:
+                break
             try:
-                status = post_alert(url, alert_payload(failure))
+                status = post_alert(url, alert_payload(failure), timeout=POST_TIMEOUT_SECONDS)
             except AlertPostError as error:
                 context.log.error(f"{error}; retried on the next tick")
                 return dg.SensorResult(
