@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dual_db.defs.alerts import check_failure_alerts
 from dual_db.defs.baseline.assets import baseline_metrics
 from dual_db.defs.cutover.assets import build_cutover
 from dual_db.defs.executor import guarded_in_process_executor
@@ -52,7 +53,7 @@ def build_definitions(plan: RoutingPlan | None = None) -> dg.Definitions:
         ],
         asset_checks=[build_routing_complete(plan), *verification_checks(plan)],
         jobs=[migrate_job, verify_job, soak_job, rollback_job],
-        sensors=[soak_schedule],
+        sensors=[soak_schedule, check_failure_alerts],
         resources={
             "source": source,
             "core": CoreDatabase(),

@@ -69,7 +69,8 @@ SNAPSHOT_FILE = Path(__file__).parent / "snapshots" / "definitions.json"
 
 
 def _describe(defs: dg.Definitions) -> dict[str, object]:
-    """Every asset (group, deps, kinds), every check (blocking), every job and its selection."""
+    """Every asset (group, deps, kinds), every check (blocking), every job and its selection, every
+    sensor and whether it runs without being switched on."""
     graph = defs.resolve_asset_graph()
     assets = {}
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
@@ -89,7 +90,11 @@ def _describe(defs: dg.Definitions) -> dict[str, object]:
         if job.name.startswith("__"):
             continue
         jobs[job.name] = sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys)
-    return {"assets": assets, "checks": checks, "jobs": jobs}
+    sensors = {
+        sensor.name: {"default_status": sensor.default_status.value}
+        for sensor in sorted(defs.get_repository_def().sensor_defs, key=lambda s: s.name)
+    }
+    return {"assets": assets, "checks": checks, "jobs": jobs, "sensors": sensors}
 
 
 def test_definitions_match_the_snapshot() -> None:
