@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from pgvector import Vector
-from pgvector.asyncpg import register_vector
 
+from dual_db.app.database import create_engine
+from dual_db.app.settings import PoolSettings
 from dual_db.db.sql_files import sql_file
 from dual_db.db.urls import DatabaseUrl
 from dual_db.schema.statements import statements_of
@@ -82,11 +83,6 @@ class Measurements:
         return out
 
 
-def _dsn(url: DatabaseUrl) -> str:
-    # asyncpg reads libpq-style URLs (sslmode included); the password stays in memory only.
-    return url.uri()
-
-
 def _percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(0, math.ceil(q * len(ordered)) - 1)
@@ -135,14 +131,9 @@ async def _vector_schema(conn: asyncpg.Connection) -> str | None:
 async def _measure_rag(conn: asyncpg.Connection, queries: int, seed: int, result: Measurements) -> None:
     schema = await _vector_schema(conn)
     has_table = await conn.fetchval("SELECT to_regclass('ai_kb_documents') IS NOT NULL")
-    if schema is None or not has_table:
+    if schema is None or not has_table:  # the application's AI engine registered the codec if so
         result.notes.append("RAG probe skipped: no ai_kb_documents with pgvector in this database")
         return
-    await register_vector(conn, schema=schema)
-    # asyncpg prepares every statement; after five executions PostgreSQL may switch to a generic plan,
-    # and the generic plan of `ORDER BY embedding <=> $1` does not use the HNSW index. Measured on the
-    # demo data: 3 of 10 probe queries used the index without this setting, all of them with it.
-    await conn.execute("SET plan_cache_mode = force_custom_plan")
     dims = await conn.fetchval(
         "SELECT vector_dims(embedding) FROM ai_kb_documents WHERE embedding IS NOT NULL LIMIT 1"
     )
@@ -201,22 +192,29 @@ async def _vector_index_scans(conn: asyncpg.Connection) -> int | None:
 async def measure_async(
     core_url: DatabaseUrl, ai_url: DatabaseUrl, *, runs: int = 5, rag_queries: int = 20, seed: int = 42
 ) -> Measurements:
-    """Batch workload on `core_url`, RAG on `ai_url` (both the old database for the baseline)."""
+    """Batch workload on `core_url`, RAG on `ai_url` (both the old database for the baseline), each on a
+    connection made by the application module's engines (`dual_db.app`): asyncpg, pgvector's codec and
+    the AI engine's session settings, exactly as the application connects."""
     result = Measurements()
-    core = await asyncpg.connect(_dsn(core_url))
+    pool = PoolSettings(pool_size=1, max_overflow=0)
+    core_engine = create_engine(core_url, pool)
     try:
-        await _time_batch(core, runs, result)
-        await _database_figures(core, result)
+        async with core_engine.connect() as connection:
+            core = (await connection.get_raw_connection()).driver_connection
+            await _time_batch(core, runs, result)
+            await _database_figures(core, result)
     finally:
-        await core.close()
-    ai = await asyncpg.connect(_dsn(ai_url))
+        await core_engine.dispose()
+    ai_engine = create_engine(ai_url, pool, vector_codec=True)
     try:
-        await _measure_rag(ai, rag_queries, seed, result)
-        result.vector_index_scans = await _vector_index_scans(ai)
-        if ai_url != core_url:
-            result.database_bytes += int(await ai.fetchval("SELECT pg_database_size(current_database())"))
+        async with ai_engine.connect() as connection:
+            ai = (await connection.get_raw_connection()).driver_connection
+            await _measure_rag(ai, rag_queries, seed, result)
+            result.vector_index_scans = await _vector_index_scans(ai)
+            if ai_url != core_url:
+                result.database_bytes += int(await ai.fetchval("SELECT pg_database_size(current_database())"))
     finally:
-        await ai.close()
+        await ai_engine.dispose()
     return result
 
 
