@@ -11,7 +11,7 @@ SCALE ?= 1
 export DAGSTER_HOME := $(CURDIR)
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install up down status demo demo-source dev test lint bench clean
+.PHONY: install up down status demo demo-source demo-soak dev test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,10 +31,28 @@ status: install
 	$(BIN)/dual-db status
 
 demo-source: up
+	$(BIN)/dual-db reset-demo-targets
 	$(BIN)/dual-db demo-source --scale $(SCALE) --reset
 
 demo: demo-source
 	$(BIN)/dagster job execute -m dual_db.definitions -j migrate
+
+# The demo continued: baseline, cutover, a few rounds of application traffic each followed by a soak
+# run, then the decommission verdict (not ready: the week has not passed).
+SOAK_ROUNDS ?= 3
+demo-soak: demo
+	$(BIN)/dagster asset materialize -m dual_db.definitions --select baseline/metrics
+	$(BIN)/dagster asset materialize -m dual_db.definitions --select cutover
+	for round in $$(seq $(SOAK_ROUNDS)); do \
+	  $(BIN)/dual-db traffic --rounds 10 --seconds 30 && \
+	  $(BIN)/dagster job execute -m dual_db.definitions -j soak || exit 1; \
+	done
+	$(BIN)/dagster asset materialize -m dual_db.definitions --select soak/decommission_readiness
+	@echo
+	@echo "The soak week so far: make dev, then open http://127.0.0.1:3000 →"
+	@echo "  Assets → soak/health (Plots: batch_median_ms, rag_p50_ms, orphan_rows; Checks: the soak checks),"
+	@echo "  Assets → cutover (the switch and rollback files), Assets → soak/decommission_readiness (the verdict)."
+	@echo "In make dev the soak_schedule sensor runs the soak job every hour for 7 days after the cutover."
 
 dev: up
 	$(BIN)/dagster dev -w workspace.yaml

@@ -3,6 +3,8 @@
     dual-db up | down | status          embedded source/core/ai/instance servers under .dual_db/
     dual-db demo-source [--scale N]     build the SigmaSight-like demo source
     dual-db plan --discover             write the routing plan from the live source catalog
+    dual-db reset-demo-targets          empty the embedded core and AI databases (the demo only)
+    dual-db traffic [--rounds N]        traffic that acts as the application, after the cutover
 
 The migration itself runs in Dagster: `dagster job execute -m dual_db.definitions -j migrate`.
 """
@@ -109,6 +111,54 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reset_demo_targets(args: argparse.Namespace) -> int:
+    """The demo's targets, fresh: after a demo cutover they are the "application's", and dual-db
+    refuses to migrate into them again. Only the embedded servers under --state-dir are touched."""
+    cluster = EmbeddedCluster(args.state_dir)
+    for role in ("core", "ai"):
+        server = cluster[role]
+        if not server.initialized or not server.running():
+            print(f"dual-db: the embedded {role} server is not running (run `dual-db up`)", file=sys.stderr)
+            return 2
+        server.drop_database(ROLE_DATABASES[role])
+        server.ensure_database(ROLE_DATABASES[role])
+        print(f"{role:9} emptied    {server.url(ROLE_DATABASES[role]).masked()}")
+    return 0
+
+
+def _latest_switch_file(state_dir: Path) -> Path | None:
+    files = sorted(
+        (state_dir / "dumps" / "cutover").glob("*/switch.env"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    return files[0] if files else None
+
+
+def cmd_traffic(args: argparse.Namespace) -> int:
+    """Rounds of what the application does, against the databases the cutover switched it to."""
+    from dotenv import dotenv_values
+
+    from dual_db.app.settings import AppSettings
+    from dual_db.demo.traffic import run_traffic
+
+    switch = Path(args.switch_file) if args.switch_file else _latest_switch_file(args.state_dir)
+    if switch is None or not switch.is_file():
+        print(
+            "dual-db: no cutover switch file: materialize `cutover` first (or pass --switch-file)",
+            file=sys.stderr,
+        )
+        return 2
+    values = {k: v for k, v in dotenv_values(switch).items() if v}
+    settings = AppSettings.from_environment(values)
+    summary = run_traffic(settings, rounds=args.rounds, seconds=args.seconds)
+    print(
+        f"traffic to {settings.core_database_url.masked()} and {settings.ai_database_url.masked()}: "
+        f"{summary.rounds} rounds, {summary.batch_statements} batch statements, {summary.rag_queries} RAG "
+        f"queries, {summary.messages_written} messages, {summary.feedback_written} feedback rows in "
+        f"{summary.seconds:.1f}s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dual-db", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -127,11 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--discover", action="store_true", help="write the plan from the source catalog")
     plan.add_argument("--file", help="plan file (default: $DUAL_DB_PLAN_FILE or routing_plan.yaml)")
     plan.set_defaults(func=cmd_plan)
+    sub.add_parser(
+        "reset-demo-targets", help="empty the embedded core and AI databases (after a demo cutover)"
+    ).set_defaults(func=cmd_reset_demo_targets)
+    traffic = sub.add_parser("traffic", help="traffic that acts as the application, after the cutover")
+    traffic.add_argument("--rounds", type=int, default=20)
+    traffic.add_argument("--seconds", type=float, default=60.0, help="stop after this long at the most")
+    traffic.add_argument("--switch-file", help="the cutover's switch.env (default: the latest one)")
+    traffic.set_defaults(func=cmd_traffic)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from dual_db.app.settings import AppSettingsError
     from dual_db.routing import RoutingPlanError
 
     try:
@@ -142,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         EnvironmentConflict,
         MissingVariable,
         RoutingPlanError,
+        AppSettingsError,
     ) as exc:
         # What the user must fix, on one line; the message names the server masked, never a password.
         print(f"dual-db: {' '.join(str(exc).split())}", file=sys.stderr)
