@@ -117,7 +117,7 @@ def cmd_reset_demo_targets(args: argparse.Namespace) -> int:
     cluster = EmbeddedCluster(args.state_dir)
     for role in ("core", "ai"):
         server = cluster[role]
-        if not server.initialized or not server.running():
+        if not server.initialized or not server.running:
             print(f"dual-db: the embedded {role} server is not running (run `dual-db up`)", file=sys.stderr)
             return 2
         server.drop_database(ROLE_DATABASES[role])
