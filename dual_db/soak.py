@@ -85,33 +85,49 @@ FROM pg_stat_database WHERE datname = current_database()
 """
 
 
-def database_health(
-    conn: psycopg.Connection, label: str, *, max_deadlocks: int = 0, max_rollback_ratio: float = 0.05
-) -> CheckOutcome:
-    """WARN past the bounds: deadlocks, the share of rolled-back transactions, recovery conflicts."""
+def health_counters(conn: psycopg.Connection) -> dict[str, int]:
+    """The database's cumulative counters from pg_stat_database."""
     row = conn.execute(_HEALTH_SQL).fetchone()
     assert row is not None
-    deadlocks, rollbacks, commits, conflicts, temp_files, temp_bytes = (int(v) for v in row)
-    ratio = rollbacks / (rollbacks + commits) if rollbacks + commits else 0.0
-    meta: dict[str, JSONValue] = {
-        "deadlocks": deadlocks,
-        "rollbacks": rollbacks,
-        "rollback_ratio": round(ratio, 4),
-        "conflicts": conflicts,
-        "temp_files": temp_files,
-        "temp_bytes": temp_bytes,
-    }
+    names = ("deadlocks", "rollbacks", "commits", "conflicts", "temp_files", "temp_bytes")
+    return dict(zip(names, (int(v) for v in row), strict=True))
+
+
+def database_health(
+    now: Mapping[str, int],
+    previous: Mapping[str, int] | None,
+    label: str,
+    *,
+    max_deadlocks: int = 0,
+    max_rollback_ratio: float = 0.05,
+    min_transactions: int = 1000,
+) -> CheckOutcome:
+    """WARN past the bounds over the interval since the previous soak run (cumulative counters since
+    the statistics reset when there is none): deadlocks, recovery conflicts, and the share of
+    rolled-back transactions — judged only over at least `min_transactions`, since dual-db's own probes
+    (which roll back what they only read) would dominate an idle database."""
+    base = previous or {}
+    delta = {k: now[k] - int(base.get(k, 0)) for k in now}
+    transactions = delta["rollbacks"] + delta["commits"]
+    ratio = delta["rollbacks"] / transactions if transactions else 0.0
+    meta: dict[str, JSONValue] = {**delta, "transactions": transactions, "rollback_ratio": round(ratio, 4)}
     problems = []
-    if deadlocks > max_deadlocks:
-        problems.append(f"{label}: {plural(deadlocks, 'deadlock')} (bound {max_deadlocks})")
-    if ratio > max_rollback_ratio:
-        problems.append(f"{label}: {ratio:.1%} of transactions rolled back (bound {max_rollback_ratio:.0%})")
-    if conflicts:
-        problems.append(f"{label}: {plural(conflicts, 'recovery conflict')}")
+    if delta["deadlocks"] > max_deadlocks:
+        problems.append(f"{label}: {plural(delta['deadlocks'], 'deadlock')} (bound {max_deadlocks})")
+    if transactions >= min_transactions and ratio > max_rollback_ratio:
+        problems.append(
+            f"{label}: {ratio:.1%} of {transactions} transactions rolled back "
+            f"(bound {max_rollback_ratio:.0%})"
+        )
+    if delta["conflicts"]:
+        problems.append(f"{label}: {plural(delta['conflicts'], 'recovery conflict')}")
     summary = (
         problems[0]
         if problems
-        else f"{label}: {deadlocks} deadlocks, {ratio:.1%} rollbacks, {temp_files} temp files"
+        else (
+            f"{label}: {delta['deadlocks']} deadlocks, {ratio:.1%} of {transactions} transactions "
+            f"rolled back, {delta['temp_files']} temp files"
+        )
     )
     return CheckOutcome(not problems, summary, problems, meta, severity="WARN")
 

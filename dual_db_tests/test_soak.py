@@ -129,3 +129,24 @@ def test_decommission_is_ready_only_after_a_clean_window(environment: Databases)
     # Readiness never deletes anything.
     with connection(dbs.source) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (51,)
+
+
+def test_database_health_is_judged_over_the_interval() -> None:
+    from dual_db.soak import database_health
+
+    base = {
+        "deadlocks": 2,
+        "rollbacks": 100,
+        "commits": 900,
+        "conflicts": 0,
+        "temp_files": 0,
+        "temp_bytes": 0,
+    }
+    quiet = {**base, "rollbacks": 110, "commits": 950}  # 16% rolled back, but only 60 transactions
+    assert database_health(quiet, base, "ai").passed
+    busy = {**base, "rollbacks": 300, "commits": 2900}  # 9% of 2,200 transactions
+    outcome = database_health(busy, base, "ai")
+    assert not outcome.passed and "9.1% of 2200 transactions rolled back" in outcome.summary
+    deadlocked = {**base, "deadlocks": 3}
+    assert "1 deadlock" in database_health(deadlocked, base, "core").summary
+    assert database_health(base, base, "core").passed  # old deadlocks, before the interval, do not count
