@@ -92,3 +92,10 @@ def test_subprocess_password_travels_in_a_passfile_not_argv(servers) -> None:  #
         )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_application_url_carries_only_what_asyncpg_accepts() -> None:
+    url = DatabaseUrl.parse(
+        "postgresql://app:s3cret@db.example:5432/railway?sslmode=require&connect_timeout=5&application_name=x"
+    )
+    assert url.application_url() == "postgresql+asyncpg://app:s3cret@db.example:5432/railway?ssl=require"

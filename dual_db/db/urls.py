@@ -170,10 +170,12 @@ class DatabaseUrl:
 
     def application_url(self) -> str:
         """The `postgresql+asyncpg://` URL an application on SQLAlchemy + asyncpg is configured with,
-        password included (only for an owner-only file). asyncpg spells libpq's `sslmode` `ssl`."""
+        password included (only for an owner-only file). asyncpg spells libpq's `sslmode` `ssl`; other
+        libpq options (`connect_timeout`, `application_name`, ...) are left out, since
+        `create_async_engine` hands URL options to `asyncpg.connect`, which refuses them."""
         from dataclasses import replace as _replace
 
-        options = tuple((("ssl", v) if k == "sslmode" else (k, v)) for k, v in self.options)
+        options = tuple(("ssl", v) for k, v in self.options if k == "sslmode")
         return "postgresql+asyncpg://" + _replace(self, options=options).uri().split("://", 1)[1]
 
     def uri(self) -> str:
