@@ -1,12 +1,6 @@
 """foreign_keys_valid and soft_references: no orphan rows, within a database and across the two.
 
-Rules that hold for every function here:
-- The source is only read (plain SELECTs: it runs as a role with SELECT privileges only, on a
-  read-only session). Temporary tables are created on targets only (`soft_references`, and
-  `schema_parity` to re-parse a differing source definition, in a transaction it rolls back).
-- Every identifier is composed with `psycopg.sql`; catalog SQL is module-level constants.
-- A check never raises for a finding: a missing table, column or sequence is a failure in the outcome.
-  Queries that may fail on a target run inside a savepoint, so the caller's transaction survives.
+The rules of `dual_db.verify` (its package docstring) hold here.
 """
 
 from __future__ import annotations
