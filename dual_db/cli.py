@@ -92,7 +92,7 @@ def cmd_demo_source(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from dual_db.db.connect import connection
-    from dual_db.routing import RoutingPlan, discover, plan_path
+    from dual_db.routing import DISCOVERY_RULE, RoutingPlan, accept, discover, plan_path, propose
 
     load_env_file(ENV_FILE)  # before plan_path(): `.env` may name the plan file
     path = Path(args.file) if args.file else plan_path()
@@ -104,9 +104,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     url = _source_url()
     with connection(url, read_only=True, application_name="dual-db plan") as conn:
         plan, changes = discover(conn, existing)
-    plan.save(path)
+        proposals, references = propose(conn, plan)
+    print(f"rule: {DISCOVERY_RULE}")
     for change in changes:
         print(change)
+    for proposal in proposals:
+        print(f"{'moved' if args.accept else 'proposed'}: {proposal.table} → ai ({proposal.reason})")
+    for reference in references:
+        print(f"{'recorded' if args.accept else 'proposed'} soft reference: {reference.describe()}")
+    if args.accept:
+        plan = accept(plan, proposals, references)
+    elif proposals or references:
+        print("to apply the proposals: dual-db plan --discover --accept (or edit the plan file)")
+    plan.save(path)
     print(f"wrote {path}: {len(plan.core)} core, {len(plan.ai)} ai, {len(plan.exclude)} excluded")
     return 0
 
@@ -176,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="show or discover the routing plan")
     plan.add_argument("--discover", action="store_true", help="write the plan from the source catalog")
     plan.add_argument("--file", help="plan file (default: $DUAL_DB_PLAN_FILE or routing_plan.yaml)")
+    plan.add_argument(
+        "--accept", action="store_true", help="with --discover: apply the proposed moves and soft references"
+    )
     plan.set_defaults(func=cmd_plan)
     sub.add_parser(
         "reset-demo-targets", help="empty the embedded core and AI databases (after a demo cutover)"

@@ -23,7 +23,7 @@ import psycopg
 import yaml
 
 from dual_db.db import env
-from dual_db.db.catalog import list_tables, table_columns
+from dual_db.db.catalog import list_tables, primary_key, table_columns
 from dual_db.db.names import TableName
 from dual_db.db.references import SoftReference
 
@@ -204,3 +204,107 @@ def discover(conn: psycopg.Connection, existing: RoutingPlan | None = None) -> t
     for table in sorted({*existing.core, *existing.ai, *existing.exclude} - set(source_tables)):
         changes.append(f"removed {table}: not in the source")
     return plan, changes
+
+
+# The rule `discover` applies on its own; everything else it only proposes.
+DISCOVERY_RULE = (
+    "a table with a pgvector column goes to AI (core must never have pgvector); every other new table "
+    "goes to core; tables that belong with the AI tables and references that would cross the split are "
+    "proposed, not applied (--accept applies them)"
+)
+
+_FOREIGN_KEYS_SQL = """
+SELECT fn.nspname, f.relname, tn.nspname, t.relname,
+       array(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i),
+       array(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
+             JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i)
+FROM pg_constraint k
+JOIN pg_class f ON f.oid = k.conrelid JOIN pg_namespace fn ON fn.oid = f.relnamespace
+JOIN pg_class t ON t.oid = k.confrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+WHERE k.contype = 'f'
+"""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A table `discover` routed to core that likely belongs with the AI tables, and why."""
+
+    table: TableName
+    reason: str
+
+
+def _prefix(name: str) -> str | None:
+    head, sep, _ = name.partition("_")
+    return head + sep if sep and head else None
+
+
+def propose(conn: psycopg.Connection, plan: RoutingPlan) -> tuple[list[Proposal], list[SoftReference]]:
+    """What the user should confirm: core tables that belong with the AI tables (a foreign key into
+    one, or the AI tables' name prefix, e.g. `ai_`), and every reference that crosses the split (a
+    foreign key, or an `<x>_id` column naming a table on the other side by its key) as a soft reference.
+    """
+    ai = set(plan.ai)
+    foreign_keys = [
+        (TableName(r[0], r[1]), TableName(r[2], r[3]), tuple(r[4]), tuple(r[5]))
+        for r in conn.execute(_FOREIGN_KEYS_SQL)
+    ]
+    prefixes = {p for t in ai if (p := _prefix(t.name))}
+    proposals: dict[TableName, str] = {}
+    for from_table, to_table, _, _ in foreign_keys:
+        if from_table in plan.core and to_table in ai:
+            proposals.setdefault(from_table, f"it has a foreign key to the AI table {to_table}")
+    for table in plan.core:
+        prefix = _prefix(table.name)
+        if prefix in prefixes and table not in proposals:
+            proposals[table] = f"its name shares the prefix {prefix!r} with the AI tables"
+
+    side = {t: "ai" for t in (*ai, *proposals)} | {t: "core" for t in plan.core if t not in proposals}
+    candidates: dict[tuple[TableName, tuple[str, ...]], SoftReference] = {}
+    for from_table, to_table, columns, to_columns in foreign_keys:
+        if from_table in side and to_table in side and side[from_table] != side[to_table]:
+            candidates[(from_table, columns)] = SoftReference(
+                name=f"{from_table}({', '.join(columns)}) -> {to_table}({', '.join(to_columns)})",
+                from_table=from_table,
+                from_columns=columns,
+                to_table=to_table,
+                to_columns=to_columns,
+                from_database=side[from_table],
+            )
+    keys = {t: primary_key(conn, t) for t in side}
+    by_stem = {}
+    for table, key in keys.items():
+        if len(key) == 1:
+            stem = table.name[:-1] if table.name.endswith("s") else table.name
+            by_stem.setdefault(stem, []).append((table, key[0]))
+    for table in side:
+        for column in table_columns(conn, table):
+            if not column.name.endswith("_id") or (table, (column.name,)) in candidates:
+                continue
+            stem = column.name[: -len("_id")]
+            for other, key in by_stem.get(stem, []):
+                if side[other] != side[table]:
+                    candidates[(table, (column.name,))] = SoftReference(
+                        name=f"{table}({column.name}) -> {other}({key})",
+                        from_table=table,
+                        from_columns=(column.name,),
+                        to_table=other,
+                        to_columns=(key,),
+                        from_database=side[table],
+                    )
+    return [Proposal(t, r) for t, r in sorted(proposals.items())], list(candidates.values())
+
+
+def accept(plan: RoutingPlan, proposals: list[Proposal], references: list[SoftReference]) -> RoutingPlan:
+    """`plan` with the proposed tables moved to AI and the candidate references recorded."""
+    moved = {p.table for p in proposals}
+    known = {(r.from_table, tuple(r.from_columns)) for r in plan.soft_references}
+    return RoutingPlan(
+        core=[t for t in plan.core if t not in moved],
+        ai=[*plan.ai, *sorted(moved)],
+        exclude=list(plan.exclude),
+        soft_references=[
+            *plan.soft_references,
+            *(r for r in references if (r.from_table, tuple(r.from_columns)) not in known),
+        ],
+    )

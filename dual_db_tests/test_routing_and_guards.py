@@ -165,3 +165,38 @@ def test_unreachable_server_is_named_by_masked_url(databases: Databases) -> None
     with pytest.raises(DatabaseUnreachable) as info:
         preflight(databases.source, {"core": dead})
     assert "127.0.0.1:1" in str(info.value) and (dead.password or "?") not in str(info.value)
+
+
+def test_discover_from_scratch_proposes_what_belongs_with_the_ai_tables(
+    databases: Databases, tmp_path: Path
+) -> None:
+    """As in the plan: ai_memories and ai_feedback have no vector column, yet belong in AI; their
+    references into core become soft references. Proposed, never applied silently."""
+    from dual_db.routing import accept, propose
+
+    with connection(databases.source, autocommit=True) as conn:
+        conn.execute(
+            "CREATE EXTENSION vector;"
+            "CREATE TABLE users (id uuid PRIMARY KEY);"
+            "CREATE TABLE agent_messages (id uuid PRIMARY KEY, body text);"
+            "CREATE TABLE ai_kb_documents (id uuid PRIMARY KEY, embedding vector(3));"
+            "CREATE TABLE ai_memories (id uuid PRIMARY KEY, user_id uuid);"
+            "CREATE TABLE ai_feedback (id uuid PRIMARY KEY, message_id uuid REFERENCES agent_messages(id));"
+            "CREATE TABLE kb_links (doc_id uuid REFERENCES ai_kb_documents(id));"
+        )
+    with connection(databases.source, read_only=True) as conn:
+        plan, _ = discover(conn, None)
+        proposals, references = propose(conn, plan)
+    assert plan.ai == [TableName("public", "ai_kb_documents")]  # the rule alone
+    moved = {p.table.name: p.reason for p in proposals}
+    assert set(moved) == {"ai_memories", "ai_feedback", "kb_links"}
+    assert "foreign key to the AI table" in moved["kb_links"] and "'ai_'" in moved["ai_memories"]
+    described = {r.describe() for r in references}
+    assert described == {
+        "ai_feedback(message_id) -> agent_messages(id)",
+        "ai_memories(user_id) -> users(id)",
+    }
+    accepted = accept(plan, proposals, references)
+    assert {t.name for t in accepted.ai} == {"ai_kb_documents", "ai_memories", "ai_feedback", "kb_links"}
+    path = accepted.save(tmp_path / "plan.yaml")
+    assert {r.describe() for r in RoutingPlan.load(path).soft_references} == described
