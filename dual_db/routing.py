@@ -271,19 +271,19 @@ def propose(conn: psycopg.Connection, plan: RoutingPlan) -> tuple[list[Proposal]
                 to_columns=to_columns,
                 from_database=side[from_table],
             )
-    keys = {t: primary_key(conn, t) for t in side}
-    by_stem = {}
-    for table, key in keys.items():
-        if len(key) == 1:
-            stem = table.name[:-1] if table.name.endswith("s") else table.name
-            by_stem.setdefault(stem, []).append((table, key[0]))
+    keys = {t: key[0] for t in side if len(key := primary_key(conn, t)) == 1}
+
+    def named_by(stem: str, table: TableName) -> bool:
+        # `message_id` names `messages`, `message` or `agent_messages`; `user_id` names `users`.
+        return any(table.name == n or table.name.endswith("_" + n) for n in (stem, stem + "s"))
+
     for table in side:
         for column in table_columns(conn, table):
             if not column.name.endswith("_id") or (table, (column.name,)) in candidates:
                 continue
             stem = column.name[: -len("_id")]
-            for other, key in by_stem.get(stem, []):
-                if side[other] != side[table]:
+            for other, key in keys.items():
+                if side[other] != side[table] and named_by(stem, other):
                     candidates[(table, (column.name,))] = SoftReference(
                         name=f"{table}({column.name}) -> {other}({key})",
                         from_table=table,

@@ -183,20 +183,28 @@ def test_discover_from_scratch_proposes_what_belongs_with_the_ai_tables(
             "CREATE TABLE ai_memories (id uuid PRIMARY KEY, user_id uuid);"
             "CREATE TABLE ai_feedback (id uuid PRIMARY KEY, message_id uuid REFERENCES agent_messages(id));"
             "CREATE TABLE kb_links (doc_id uuid REFERENCES ai_kb_documents(id));"
+            "CREATE TABLE ai_ratings (id uuid PRIMARY KEY, message_id uuid);"  # no key: named by its column
         )
     with connection(databases.source, read_only=True) as conn:
         plan, _ = discover(conn, None)
         proposals, references = propose(conn, plan)
     assert plan.ai == [TableName("public", "ai_kb_documents")]  # the rule alone
     moved = {p.table.name: p.reason for p in proposals}
-    assert set(moved) == {"ai_memories", "ai_feedback", "kb_links"}
+    assert set(moved) == {"ai_memories", "ai_feedback", "kb_links", "ai_ratings"}
     assert "foreign key to the AI table" in moved["kb_links"] and "'ai_'" in moved["ai_memories"]
     described = {r.describe() for r in references}
     assert described == {
         "ai_feedback(message_id) -> agent_messages(id)",
         "ai_memories(user_id) -> users(id)",
+        "ai_ratings(message_id) -> agent_messages(id)",
     }
     accepted = accept(plan, proposals, references)
-    assert {t.name for t in accepted.ai} == {"ai_kb_documents", "ai_memories", "ai_feedback", "kb_links"}
+    assert {t.name for t in accepted.ai} == {
+        "ai_kb_documents",
+        "ai_memories",
+        "ai_feedback",
+        "kb_links",
+        "ai_ratings",
+    }
     path = accepted.save(tmp_path / "plan.yaml")
     assert {r.describe() for r in RoutingPlan.load(path).soft_references} == described
