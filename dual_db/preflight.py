@@ -21,9 +21,9 @@ import psycopg
 
 from dual_db.db.catalog import (
     extension_available,
-    has_triggers_or_foreign_keys,
     installed_extension,
     list_tables,
+    tables_with_triggers_or_foreign_keys,
 )
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
@@ -231,7 +231,7 @@ def check_vector_installable(conn: psycopg.Connection, url: DatabaseUrl) -> None
 
 def needs_replica_role(conn: psycopg.Connection, tables: Sequence[TableName]) -> list[TableName]:
     """Tables whose load must skip triggers and foreign-key checks (they exist on the target)."""
-    return [t for t in tables if has_triggers_or_foreign_keys(conn, t)]
+    return tables_with_triggers_or_foreign_keys(conn, tables)
 
 
 def check_replica_role_privilege(

@@ -6,6 +6,7 @@ exported snapshot, so what it sees is the catalog as of that snapshot).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -248,17 +249,27 @@ def referenced_by_other_tables(conn: psycopg.Connection, table: TableName) -> li
     return [TableName(r[0], r[1]) for r in rows]
 
 
+def tables_with_triggers_or_foreign_keys(
+    conn: psycopg.Connection, tables: Sequence[TableName]
+) -> list[TableName]:
+    """Those of `tables` (all existing) whose load would fire user triggers or foreign-key checks,
+    in one query."""
+    rows = conn.execute(
+        """
+        SELECT r.name FROM unnest(%(rels)s::text[]) AS r(name)
+        WHERE EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = r.name::regclass)
+           OR EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f'
+                      AND (conrelid = r.name::regclass OR confrelid = r.name::regclass))
+        """,
+        {"rels": [regclass_literal(t) for t in tables]},
+    ).fetchall()
+    found = {str(r[0]) for r in rows}
+    return [t for t in tables if regclass_literal(t) in found]
+
+
 def has_triggers_or_foreign_keys(conn: psycopg.Connection, table: TableName) -> bool:
     """Whether loading into `table` would fire user triggers or foreign-key checks."""
-    row = conn.execute(
-        """
-        SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(rel)s::regclass)
-            OR EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f'
-                       AND (conrelid = %(rel)s::regclass OR confrelid = %(rel)s::regclass))
-        """,
-        {"rel": regclass_literal(table)},
-    ).fetchone()
-    return bool(row and row[0])
+    return bool(tables_with_triggers_or_foreign_keys(conn, [table]))
 
 
 def server_identity(conn: psycopg.Connection) -> dict[str, str]:

@@ -6,6 +6,7 @@ import re
 import dagster as dg
 
 from dual_db.db.names import TableName
+from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify.parity import CHECKSUM_PARITY as CHECKSUM_PARITY
 from dual_db.verify.parity import COUNT_PARITY as COUNT_PARITY
 
@@ -74,3 +75,8 @@ def table_asset_name(table: TableName) -> str:
 def table_key(target: str, table: TableName) -> dg.AssetKey:
     """`core/positions`: the asset of `table` in `target`."""
     return dg.AssetKey([target, table_asset_name(table)])
+
+
+def table_asset_keys(plan: RoutingPlan) -> dict[dg.AssetKey, TableName]:
+    """Every table asset of the plan, core's then AI's, with its table."""
+    return {table_key(target, table): table for target in TARGETS for table in plan.tables(target)}

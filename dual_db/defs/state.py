@@ -165,8 +165,24 @@ class TableCopyRecord:
     def latest(
         cls, instance: dg.DagsterInstance, key: dg.AssetKey, table: TableName
     ) -> TableCopyRecord | None:
-        metadata = latest_metadata(instance, key)
-        return cls.from_metadata(table, metadata) if metadata is not None else None
+        return cls.latest_many(instance, {key: table})[key]
+
+    @classmethod
+    def latest_many(
+        cls, instance: dg.DagsterInstance, tables: Mapping[dg.AssetKey, TableName]
+    ) -> dict[dg.AssetKey, TableCopyRecord | None]:
+        """The latest copy record of every table asset in `tables`, in one event-log query."""
+        events = instance.get_latest_materialization_events(list(tables))
+        records: dict[dg.AssetKey, TableCopyRecord | None] = {}
+        for key, table in tables.items():
+            event = events.get(key)
+            materialization = event.asset_materialization if event is not None else None
+            records[key] = (
+                cls.from_metadata(table, {k: v.value for k, v in materialization.metadata.items()})
+                if materialization is not None
+                else None
+            )
+        return records
 
 
 @dataclass(frozen=True)

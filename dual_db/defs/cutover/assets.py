@@ -14,7 +14,7 @@ import dagster as dg
 from dual_db.cutover import change_counters, judge, mark_targets_cut_over, write_switch_files
 from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
-from dual_db.defs.constants import CUTOVER, POST_DATA_ASSETS, VERIFICATION_REPORT, table_key
+from dual_db.defs.constants import CUTOVER, POST_DATA_ASSETS, VERIFICATION_REPORT, table_asset_keys, table_key
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase
 from dual_db.defs.state import TableCopyRecord
@@ -22,22 +22,20 @@ from dual_db.defs.verification.assets import latest_evaluations, verification_ch
 from dual_db.routing import TARGETS, RoutingPlan
 
 
-def _latest_timestamp(instance: dg.DagsterInstance, key: dg.AssetKey) -> float | None:
-    event = instance.get_latest_materialization_event(key)
-    return event.timestamp if event is not None else None
-
-
 def verification_problems(instance: dg.DagsterInstance, plan: RoutingPlan) -> list[str]:
     """Why the latest verification does not cover the pair as it was last copied ([] if it does)."""
     problems: list[str] = []
-    report_at = _latest_timestamp(instance, VERIFICATION_REPORT)
-    if report_at is None:
-        return ["no verification report yet: run migrate (or verify) first"]
     copied = [table_key(target, t) for target in TARGETS for t in plan.tables(target)]
+    events = instance.get_latest_materialization_events(
+        [VERIFICATION_REPORT, *copied, *POST_DATA_ASSETS.values()]
+    )
+    report = events.get(VERIFICATION_REPORT)
+    if report is None:
+        return ["no verification report yet: run migrate (or verify) first"]
     newer = [
         key.to_user_string()
-        for key in [*copied, *POST_DATA_ASSETS.values()]
-        if (at := _latest_timestamp(instance, key)) is not None and at > report_at
+        for key, event in events.items()
+        if key != VERIFICATION_REPORT and event is not None and event.timestamp > report.timestamp
     ]
     if newer:
         problems.append(
@@ -80,10 +78,11 @@ def build_cutover(plan: RoutingPlan) -> dg.AssetsDefinition:
         with clear_failure(context):
             reasons = verification_problems(context.instance, plan)
             recorded: dict[str, dict[TableName, Fingerprint]] = {}
+            records = TableCopyRecord.latest_many(context.instance, table_asset_keys(plan))
             for target in TARGETS:
                 recorded[target] = {}
                 for table in plan.tables(target):
-                    record = TableCopyRecord.latest(context.instance, table_key(target, table), table)
+                    record = records[table_key(target, table)]
                     if record is None:
                         reasons.append(f"{target}/{table} was never copied")
                     else:

@@ -17,7 +17,7 @@ from dual_db.db.env import write_private_text
 from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
-from dual_db.defs.constants import ROLLBACK_RESTORED_SOURCE, SOURCE_FULL_BACKUP, table_key
+from dual_db.defs.constants import ROLLBACK_RESTORED_SOURCE, SOURCE_FULL_BACKUP, table_asset_keys, table_key
 from dual_db.defs.errors import USER_ERRORS, clear_failure, one_line
 from dual_db.defs.resources import (
     AiDatabase,
@@ -64,9 +64,10 @@ def _recorded_at(
     fingerprints: dict[TableName, Fingerprint] = {}
     sequences: dict[TableName, SequenceState] = {}
     unprovable: list[str] = []
+    records = TableCopyRecord.latest_many(instance, table_asset_keys(plan))
     for target in TARGETS:
         for table in plan.tables(target):
-            record = TableCopyRecord.latest(instance, table_key(target, table), table)
+            record = records[table_key(target, table)]
             if record is None:
                 unprovable.append(f"{table} (never copied)")
             elif record.snapshot != snapshot:

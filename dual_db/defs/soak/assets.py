@@ -24,6 +24,7 @@ from dual_db.defs.constants import (
     DECOMMISSION_READINESS,
     SOAK_HEALTH,
     SOAK_JOB,
+    table_asset_keys,
     table_key,
 )
 from dual_db.defs.errors import clear_failure
@@ -123,12 +124,16 @@ def build_soak(
             ):
                 figures["reachable"] = 1  # both connected, as the application's URLs
                 shrunk: list[CheckOutcome] = []
+                records = TableCopyRecord.latest_many(
+                    context.instance,
+                    table_asset_keys(plan),
+                )
                 for target, conn in (("core", core_conn), ("ai", ai_conn)):
-                    migrated = {}
-                    for table in plan.tables(target):
-                        record = TableCopyRecord.latest(context.instance, table_key(target, table), table)
-                        if record is not None:
-                            migrated[table] = record.rows
+                    migrated = {
+                        table: record.rows
+                        for table in plan.tables(target)
+                        if (record := records[table_key(target, table)]) is not None
+                    }
                     shrunk.append(probes.row_counts(conn, migrated, shrink_bound=soak.shrink_bound))
                 outcomes[ROW_COUNTS] = _merge(shrunk, severity="WARN")
                 outcomes[CORE_HAS_NO_PGVECTOR] = verify.core_extension_rules(core_conn)
@@ -148,9 +153,8 @@ def build_soak(
                 )
                 soft = verify.soft_references(ai_conn, core_conn, plan.soft_references)
             orphan_rows = int(soft.metadata.get("orphan_rows") or 0)  # type: ignore[call-overload]
-            previous = latest_metadata(context.instance, SOAK_HEALTH)
             outcomes[SOFT_REFERENCE_ORPHANS] = probes.orphan_growth(
-                int(previous["orphan_rows"]) if previous and "orphan_rows" in previous else None, orphan_rows
+                int(previous_run["orphan_rows"]) if "orphan_rows" in previous_run else None, orphan_rows
             )
 
             measured = measure(

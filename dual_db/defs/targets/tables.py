@@ -220,10 +220,13 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
             for key in context.selected_asset_check_keys
             if key.asset_key in by_key and key.asset_key not in context.selected_asset_keys
         ]
-        recorded = {
-            asset_key: TableCopyRecord.latest(context.instance, asset_key, by_key[asset_key])
-            for asset_key in sorted({k.asset_key for k in check_only}, key=lambda k: k.to_user_string())
-        }
+        recorded = TableCopyRecord.latest_many(
+            context.instance,
+            {
+                asset_key: by_key[asset_key]
+                for asset_key in sorted({k.asset_key for k in check_only}, key=lambda k: k.to_user_string())
+            },
+        )
         # Fingerprinting is the cost: several tables at once, each yielded as it is done.
         with ThreadPoolExecutor(
             max_workers=max(1, settings.copy_workers), thread_name_prefix="dual-db-verify"

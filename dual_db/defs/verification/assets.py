@@ -75,12 +75,8 @@ def recorded_source_fingerprints(
     instance: dg.DagsterInstance, table_keys: Mapping[TableName, dg.AssetKey]
 ) -> dict[TableName, Fingerprint]:
     """Each copied table's source fingerprint at its copy's snapshot, from its latest materialization."""
-    expected: dict[TableName, Fingerprint] = {}
-    for table, key in table_keys.items():
-        record = TableCopyRecord.latest(instance, key, table)
-        if record is not None:
-            expected[table] = record.source
-    return expected
+    records = TableCopyRecord.latest_many(instance, {key: table for table, key in table_keys.items()})
+    return {record.table: record.source for record in records.values() if record is not None}
 
 
 def verification_check_keys(plan: RoutingPlan) -> tuple[list[dg.AssetCheckKey], list[dg.AssetCheckKey]]:
@@ -128,10 +124,11 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         evaluations = latest_evaluations(context.instance, [*table_checks, *database_checks])
         report = VerificationReport()
+        records = TableCopyRecord.latest_many(context.instance, {key: t for t, key in table_keys.items()})
         for target in TARGETS:
             for table in tables[target]:
                 key = table_key(target, table)
-                record = TableCopyRecord.latest(context.instance, key, table)
+                record = records[key]
                 count = evaluations[dg.AssetCheckKey(key, COUNT_PARITY)]
                 checksum = evaluations[dg.AssetCheckKey(key, CHECKSUM_PARITY)]
                 # The latest count check is the newest word on the target's rows (verify runs them
