@@ -41,6 +41,22 @@ def required_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[st
     return metadata
 
 
+def numeric_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Numbers as Dagster's int/float metadata (the UI plots those across materializations); other
+    values as they are."""
+
+    def typed(value: Any) -> Any:
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, float):
+            return dg.MetadataValue.float(value)
+        if isinstance(value, int):
+            return dg.MetadataValue.int(value)
+        return value
+
+    return {name: typed(value) for name, value in values.items()}
+
+
 def human_bytes(n: int) -> str:
     """`1.2 GB`, `340 kB`: sizes as a person reads them (decimal units, as pg_size_pretty is not)."""
     size = float(n)

@@ -13,6 +13,7 @@ import dagster as dg
 from dual_db.defs.constants import BASELINE
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import SourceDatabase
+from dual_db.defs.state import numeric_metadata
 from dual_db.measure.workload import measure
 
 
@@ -37,12 +38,7 @@ def baseline_metrics(
         measured = measure(url, url, runs=config.runs, rag_queries=config.rag_queries, seed=config.seed)
     for note in measured.notes:
         context.log.warning(note)
-    metadata: dict[str, Any] = {
-        name: dg.MetadataValue.float(float(value))
-        if isinstance(value, float)
-        else dg.MetadataValue.int(value)
-        for name, value in measured.figures().items()
-    }
+    metadata: dict[str, Any] = numeric_metadata(measured.figures())
     metadata["database"] = source.masked_url
     metadata["batch"] = dg.MetadataValue.md(
         "| statement | median ms | spread ms |\n|---|---|---|\n"

@@ -29,7 +29,7 @@ from dual_db.defs.constants import (
 )
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import AiDatabase, CoreDatabase, SourceDatabase
-from dual_db.defs.state import TableCopyRecord, latest_metadata
+from dual_db.defs.state import TableCopyRecord, latest_metadata, numeric_metadata
 from dual_db.measure.workload import measure
 from dual_db.routing import RoutingPlan
 from dual_db.verify import checks as verify
@@ -68,16 +68,6 @@ class SoakSettings(dg.ConfigurableResource):
     recall_tolerance: float = Field(
         default=0.05, description="How far recall@10 may fall below the baseline."
     )
-
-
-def _metric(value: Any) -> Any:
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, float):
-        return dg.MetadataValue.float(value)
-    if isinstance(value, int):
-        return dg.MetadataValue.int(value)
-    return value
 
 
 def build_soak(
@@ -221,7 +211,7 @@ def build_soak(
         yield dg.MaterializeResult(
             asset_key=SOAK_HEALTH,
             metadata={
-                **{k: _metric(v) for k, v in figures.items()},
+                **numeric_metadata(figures),
                 "cutover_at": str(cutover.get("cutover_at")),
                 # The next run judges health over the interval since this one.
                 "health_counters": dg.MetadataValue.json(health_now),
