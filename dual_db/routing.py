@@ -7,6 +7,12 @@ The plan is a YAML file (default `routing_plan.yaml` at the repository root, or 
     exclude: []          # tables deliberately left behind (they fail nothing, but are listed)
     soft_references:     # references between the two databases that no foreign key can enforce
       - {from: ai_feedback, columns: [message_id], to: agent_messages, to_columns: [id]}
+    vector_tables: [ai_kb_documents]   # optional: the tables with a pgvector column (`plan --discover`)
+    owners:              # optional: who answers for each database's tables (an email or team:<name>)
+      core: [team:platform]
+      ai: [team:ml]
+
+The last two only label the table assets in the Dagster UI (tags `has_vectors` and `class`, owners).
 
 Dagster's asset definitions are built from this file when the code location loads, without touching a
 database. `dual-db plan --discover` reads the live source catalog and writes the file.
@@ -50,6 +56,10 @@ class RoutingPlan:
     ai: list[TableName] = field(default_factory=list)
     exclude: list[TableName] = field(default_factory=list)
     soft_references: list[SoftReference] = field(default_factory=list)
+    # Tables with a pgvector column, as `discover` found them; None when the plan does not say.
+    vector_tables: list[TableName] | None = None
+    # Dagster owners (an email or `team:<name>`) of each target's tables.
+    owners: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> RoutingPlan:
@@ -71,7 +81,7 @@ class RoutingPlan:
             raise RoutingPlanError(f"routing plan {path} is not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise RoutingPlanError(f"routing plan {path}: expected a mapping with 'core' and 'ai' lists")
-        unknown = set(data) - {"core", "ai", "exclude", "soft_references"}
+        unknown = set(data) - {"core", "ai", "exclude", "soft_references", "vector_tables", "owners"}
         if unknown:
             raise RoutingPlanError(f"routing plan {path}: unknown key(s) {sorted(unknown)}")
 
@@ -89,6 +99,8 @@ class RoutingPlan:
             ai=names("ai"),
             exclude=names("exclude"),
             soft_references=_soft_references(path, data.get("soft_references") or []),
+            vector_tables=names("vector_tables") if "vector_tables" in data else None,
+            owners=_owners(path, data.get("owners") or {}),
         )
 
     def save(self, path: Path | None = None) -> Path:
@@ -99,6 +111,8 @@ class RoutingPlan:
             "# exclude: tables deliberately left behind. Rewrite with `dual-db plan --discover`.\n"
             "# soft_references: references between the two databases that no foreign key can enforce;\n"
             "# the foreign_keys_valid check counts their orphans.\n"
+            "# vector_tables: the tables with a pgvector column; owners (optional): per database, who\n"
+            "# answers for its tables (an email or team:<name>). Both only label the assets in the UI.\n"
         )
         body = {
             "ai": [t.display for t in self.ai],
@@ -115,6 +129,10 @@ class RoutingPlan:
                 }
                 for ref in self.soft_references
             ]
+        if self.vector_tables is not None:
+            body["vector_tables"] = [t.display for t in self.vector_tables]
+        if self.owners:
+            body["owners"] = {target: list(owners) for target, owners in self.owners.items()}
         path.write_text(header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
         return path
 
@@ -129,6 +147,27 @@ class RoutingPlan:
                 return key
         return None
 
+    def table_tags(self, table: TableName) -> dict[str, str]:
+        """Labels a user filters the table assets by: `target` (core/ai), `class` (`vector`: an AI
+        table with a pgvector column; `ai_companion`: an AI table without one, there because it belongs
+        with them; `core`), `has_vectors` (when the plan lists its vector tables) and `soft_reference`
+        (`holder`: its columns point into the other database; `referenced`; or both)."""
+        target = self.target_of(table) or "exclude"
+        tags = {"target": target}
+        if self.vector_tables is not None:
+            has_vectors = table in self.vector_tables
+            tags["has_vectors"] = "true" if has_vectors else "false"
+            tags["class"] = "core" if target != "ai" else ("vector" if has_vectors else "ai_companion")
+        else:
+            tags["class"] = target
+        holder = any(ref.from_table == table for ref in self.soft_references)
+        referenced = any(ref.to_table == table for ref in self.soft_references)
+        if holder or referenced:
+            tags["soft_reference"] = (
+                "holder_and_referenced" if holder and referenced else ("holder" if holder else "referenced")
+            )
+        return tags
+
     def routed_twice(self) -> list[TableName]:
         counts = Counter([*self.core, *self.ai, *self.exclude])
         return sorted(t for t, n in counts.items() if n > 1)
@@ -142,6 +181,10 @@ class RoutingPlan:
         for table in self.routed_twice():
             places = [k for k in ("core", "ai", "exclude") if table in getattr(self, k)]
             problems.append(f"{table} is routed more than once ({', '.join(places)})")
+        for table in sorted(set(self.vector_tables or ()) - set(self.ai) - set(self.exclude)):
+            problems.append(
+                f"{table} is listed in vector_tables but not routed to ai: core never gets pgvector"
+            )
         return problems
 
 
@@ -179,6 +222,25 @@ def _soft_references(path: Path, items: object) -> list[SoftReference]:
     return result
 
 
+def _owners(path: Path, value: object) -> dict[str, list[str]]:
+    """`owners: {core: [...], ai: [...]}`, each an email or `team:<name>` (what Dagster accepts)."""
+    if not isinstance(value, dict) or not set(value) <= set(TARGETS):
+        raise RoutingPlanError(f"routing plan {path}: 'owners' must map core and/or ai to lists of owners")
+    result: dict[str, list[str]] = {}
+    for target, owners in value.items():
+        if not isinstance(owners, list) or not all(isinstance(o, str) for o in owners):
+            raise RoutingPlanError(f"routing plan {path}: owners of {target} must be a list")
+        for owner in owners:
+            name, at, domain = owner.partition("@")
+            is_email = bool(at and name and "." in domain and " " not in owner)
+            if not is_email and not (owner.startswith("team:") and len(owner) > len("team:")):
+                raise RoutingPlanError(
+                    f"routing plan {path}: owner {owner!r} of {target} is neither an email nor team:<name>"
+                )
+        result[target] = list(owners)
+    return result
+
+
 def discover(conn: psycopg.Connection, existing: RoutingPlan | None = None) -> tuple[RoutingPlan, list[str]]:
     """A plan for the live source: existing routing kept, new tables routed, vanished ones dropped.
 
@@ -187,11 +249,15 @@ def discover(conn: psycopg.Connection, existing: RoutingPlan | None = None) -> t
     """
     existing = existing or RoutingPlan()
     source_tables = [info.table for info in list_tables(conn)]
-    plan = RoutingPlan(soft_references=list(existing.soft_references))
+    plan = RoutingPlan(
+        soft_references=list(existing.soft_references), vector_tables=[], owners=existing.owners
+    )
     changes: list[str] = []
     for table in source_tables:
         previous = existing.target_of(table)
         has_vector = any(c.vector_type for c in table_columns(conn, table))
+        if has_vector:
+            plan.vector_tables.append(table)  # type: ignore[union-attr]
         if previous is None:
             target = "ai" if has_vector else "core"
             changes.append(f"added {table} → {target}" + (" (has a pgvector column)" if has_vector else ""))
@@ -303,6 +369,8 @@ def accept(plan: RoutingPlan, proposals: list[Proposal], references: list[SoftRe
         core=[t for t in plan.core if t not in moved],
         ai=[*plan.ai, *sorted(moved)],
         exclude=list(plan.exclude),
+        vector_tables=plan.vector_tables,
+        owners=plan.owners,
         soft_references=[
             *plan.soft_references,
             *(r for r in references if (r.from_table, tuple(r.from_columns)) not in known),

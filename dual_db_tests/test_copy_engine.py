@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from dual_db.copy.engine import CopyError, align_all_sequences, copy_tables
+from dual_db.copy.engine import CopyError, CopyProgress, align_all_sequences, copy_tables
 from dual_db.db.connect import connection
 from dual_db.db.fingerprint import table_fingerprint
 from dual_db.db.names import TableName
@@ -92,6 +92,37 @@ def test_copies_every_table_identically_from_one_snapshot(pair: Databases) -> No
         assert conn.execute(
             """SELECT nextval(pg_get_serial_sequence('"Analytics"."Daily P&L"', 'id'))"""
         ).fetchone() == (5001,)
+
+
+def test_progress_and_timings_are_reported_as_tables_land(pair: Databases) -> None:
+    """Each table landing is reported (tables done of the total, bytes streamed so far), and so is the
+    stream itself between landings; each table's seconds split into fingerprints and the COPY."""
+    reports: list[CopyProgress] = []
+    run = copy_tables(
+        pair.source,
+        pair.core,
+        TABLES,
+        snapshot_id=None,
+        workers=2,
+        on_progress=reports.append,
+        progress_every=0,
+    )
+    assert run.ok, run.errors
+    landed = [r for r in reports if r.landed is not None]
+    assert [r.tables_done for r in landed] == [1, 2, 3, 4]
+    assert all(r.tables_total == 4 for r in reports)
+    assert {r.landed.table for r in landed if r.landed} == set(TABLES)
+    # between landings: the stream, with the table(s) in flight
+    assert any(r.landed is None and r.in_flight and r.bytes_streamed > 0 for r in reports)
+    assert landed[-1].bytes_streamed == sum(r.bytes for r in run.results)
+    streamed = [r.bytes_streamed for r in reports]
+    assert streamed == sorted(streamed)
+    for result in run.results:
+        parts = result.source_fingerprint_seconds + result.copy_seconds + result.target_fingerprint_seconds
+        assert result.source_fingerprint_seconds > 0 and result.copy_seconds > 0
+        assert result.target_fingerprint_seconds > 0 and parts <= result.seconds
+        assert result.size_bytes > 0
+        assert result.rows_per_second == pytest.approx(result.rows / result.copy_seconds)
 
 
 def test_rerun_replaces_rows_without_duplicates(pair: Databases) -> None:

@@ -40,8 +40,11 @@ def test_missing_and_extra_rows_are_summed_per_table_not_netted() -> None:
 
     markdown = report.to_markdown()
     assert markdown.startswith("**3/6 tables identical, 3 rows missing, 1 extra row**")
-    assert "| positions | core | 1000 | 997 | 3 | 0 | **DIFFERS** | 1.50 |" in markdown
-    assert '| analytics."Daily\\|PnL" | core | 5 | 5 | 0 | 0 | **DIFFERS** |' in markdown  # pipe escaped
+    assert (
+        "| **DIFFERS** | positions | core | 1,000 | 997 | 3 | 0 | 0 B | 665 | 0.00 | 0.00 | 1.50 |"
+        in markdown
+    )
+    assert '| **DIFFERS** | analytics."Daily\\|PnL" | core | 5 | 5 | 0 | 0 |' in markdown  # pipe escaped
 
     data = report.to_dict()
     json.dumps(data)
@@ -56,8 +59,62 @@ def test_missing_and_extra_rows_are_summed_per_table_not_netted() -> None:
         "extra_rows": 0,
         "checksum_match": False,
         "identical": False,
+        "size_bytes": 0,
+        "size": "0 B",
+        "rows_per_second": 664.7,
         "seconds": 1.5,
+        "copy_seconds": 0.0,
+        "fingerprint_seconds": 0.0,
     }
+
+
+def test_failing_tables_come_first_with_sizes_speed_and_where_the_seconds_went() -> None:
+    """The summary, then the failing tables named, then every table with the failing ones on top:
+    sizes in human units, rows/s of the COPY, the COPY's and the fingerprints' seconds apart."""
+    report = VerificationReport()
+    for name in ("accounts", "orders", "users"):
+        report.add_table(
+            TableName("public", name),
+            "core",
+            2_000_000,
+            2_000_000,
+            True,
+            5.0,
+            size_bytes=1_234_567_890,
+            copy_seconds=4.0,
+            fingerprint_seconds=1.0,
+        )
+    report.add_table(TableName("public", "ai_docs"), "ai", 10, 10, True, 0.5, size_bytes=4096)
+    report.add_table(TableName("public", "zeta"), "core", 100, 90, False, 0.2, size_bytes=81920)
+    report.add_table(TableName("public", "beta"), "core", 100, 100, False, 0.2, size_bytes=8192)
+    report.add_outcome("core: schema_parity", CheckOutcome(True, "same schema"))
+    report.add_outcome("ai: ai_extension_rules", CheckOutcome(False, "no HNSW index", ["ai_docs: none"]))
+
+    rows = report.display_rows()
+    assert [r["table"] for r in rows] == ["beta", "zeta", "ai_docs", "accounts", "orders", "users"]
+    assert rows[0]["status"] == "FAILED: content differs"
+    assert rows[1]["status"] == "FAILED: 10 rows missing" and rows[2]["status"] == "identical"
+    accounts = rows[3]
+    assert accounts["size"] == "1.2 GB" and accounts["rows_per_s"] == 500_000
+    assert (accounts["copy_s"], accounts["fingerprint_s"], accounts["total_s"]) == (4.0, 1.0, 5.0)
+    assert rows[1]["size"] == "81.9 kB"
+
+    markdown = report.to_markdown()
+    lines = markdown.splitlines()
+    assert lines[0] == "**4/6 tables identical, 10 rows missing**"
+    assert lines[2] == "**Failing tables (2):** beta (core: content differs); zeta (core: 10 rows missing)"
+    assert lines[4] == "**Checks that did not pass:** ai: ai_extension_rules"
+    table_lines = [line for line in lines if line.startswith(("| **DIFFERS** |", "| identical |"))]
+    assert len(table_lines) == 6
+    assert table_lines[0].startswith("| **DIFFERS** | beta |")
+    assert (
+        "| identical | accounts | core | 2,000,000 | 2,000,000 | 0 | 0 "
+        "| 1.2 GB | 500,000 | 4.00 | 1.00 | 5.00 |" in markdown
+    )
+    checks = [line for line in lines if line.startswith("| ai: ") or line.startswith("| core: ")]
+    assert checks[0].startswith("| ai: ai_extension_rules | **FAIL** |")
+    assert [t["table"] for t in report.to_dict()["tables"]][:2] == ["public.beta", "public.zeta"]  # type: ignore[index,union-attr]
+    assert report.to_dict()["failing_tables"] == ["public.beta", "public.zeta"]
 
 
 def test_database_checks_fail_the_report_only_at_error_severity() -> None:

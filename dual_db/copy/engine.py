@@ -61,10 +61,19 @@ class TableCopyResult:
     target_fingerprint: Fingerprint | None = None
     columns: list[ColumnInfo] = field(default_factory=list)
     sequences: list[SequenceValue] = field(default_factory=list)
+    # Where `seconds` went: fingerprinting the source at the snapshot, the COPY stream (emptying,
+    # loading, committing), fingerprinting what the target committed.
+    source_fingerprint_seconds: float = 0.0
+    copy_seconds: float = 0.0
+    target_fingerprint_seconds: float = 0.0
+    # The target table's size right after the load (pg_table_size: heap and TOAST, no indexes).
+    size_bytes: int = 0
 
     @property
     def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else float(self.rows)
+        """Rows per second of the COPY stream itself (fingerprints excluded)."""
+        seconds = self.copy_seconds or self.seconds
+        return self.rows / seconds if seconds > 0 else float(self.rows)
 
 
 def _column_list(columns: Sequence[ColumnInfo]) -> sql.Composable:
@@ -110,11 +119,14 @@ def copy_table(
     options = sql.SQL("(FORMAT binary)") if copy_format == "binary" else sql.SQL("(FORMAT text)")
 
     source_fingerprint: Fingerprint | None = None
+    phase = time.monotonic()
     if fingerprint:
         source_fingerprint = table_fingerprint(
             source, table, columns, vector_schema=vector_extension_schema(source)
         )
+    source_fingerprint_seconds = time.monotonic() - phase
 
+    phase = time.monotonic()
     with target.transaction():
         # Loading must neither fire user triggers (an updated_at trigger would rewrite values) nor
         # check or cascade foreign keys (other tables keep their rows untouched). That is what
@@ -151,14 +163,18 @@ def copy_table(
                         block_callback(len(block))
             rows = in_cur.rowcount
         sequences = _align_owned_sequences(source, target, table)
+    copy_seconds = time.monotonic() - phase
+    size_row = target.execute("SELECT pg_table_size(%s::regclass)", (regclass_literal(table),)).fetchone()
 
     target_fingerprint: Fingerprint | None = None
+    phase = time.monotonic()
     if fingerprint:
         # Read back what the target committed, hashed over the source's column list: this is what
         # count_parity and checksum_parity compare with the source's fingerprint at the snapshot.
         target_fingerprint = table_fingerprint(
             target, table, columns, vector_schema=vector_extension_schema(target)
         )
+    target_fingerprint_seconds = time.monotonic() - phase
     return TableCopyResult(
         table=table,
         rows=rows,
@@ -172,6 +188,10 @@ def copy_table(
         target_fingerprint=target_fingerprint,
         columns=columns,
         sequences=sequences,
+        source_fingerprint_seconds=source_fingerprint_seconds,
+        copy_seconds=copy_seconds,
+        target_fingerprint_seconds=target_fingerprint_seconds,
+        size_bytes=int(size_row[0]) if size_row and size_row[0] is not None else 0,
     )
 
 
@@ -213,6 +233,19 @@ def align_all_sequences(source: psycopg.Connection, target: psycopg.Connection) 
         return set_sequences(target, values)
 
 
+@dataclass(frozen=True)
+class CopyProgress:
+    """Where a copy run stands: reported when a table lands (`landed`) and, while tables stream,
+    every `progress_every` seconds (`landed` None)."""
+
+    tables_done: int
+    tables_total: int
+    bytes_streamed: int  # COPY bytes sent so far, tables in flight included
+    in_flight: tuple[TableName, ...]
+    landed: TableCopyResult | None = None
+    failed: TableName | None = None
+
+
 @dataclass
 class CopyRun:
     results: list[TableCopyResult]
@@ -238,6 +271,8 @@ def copy_tables(
     on_result: Callable[[TableCopyResult], None] | None = None,
     stop_on_error: bool = False,
     target_name: str = "target",
+    on_progress: Callable[[CopyProgress], None] | None = None,
+    progress_every: float = 5.0,
 ) -> CopyRun:
     """Copy `tables` with `workers` parallel streams, largest first (the longest table starts first, so
     the run is not left waiting on one big table at the end).
@@ -246,7 +281,8 @@ def copy_tables(
     ends in exactly one of `results` or `errors`: a worker takes a table only once its connections are
     open, a worker that cannot connect leaves the queue to the others, and when no worker can connect
     the remaining tables fail with the connection error. With `stop_on_error` no new table starts
-    after the first failure.
+    after the first failure. `on_progress` hears each table land or fail, and every `progress_every`
+    seconds while rows stream (called from the worker threads).
     """
     started = time.monotonic()
     order = sorted(tables, key=lambda t: (-(sizes or {}).get(t, 0), t))
@@ -258,6 +294,31 @@ def copy_tables(
     stop = threading.Event()
     n_workers = max(1, min(workers, len(order)))
     alive = [n_workers]
+    streamed = [0]
+    in_flight: list[TableName] = []
+    last_report = [time.monotonic()]
+
+    def progress(landed: TableCopyResult | None = None, failed: TableName | None = None) -> None:
+        """Tell `on_progress` where the run stands (the caller holds `lock`)."""
+        if on_progress is None:
+            return
+        last_report[0] = time.monotonic()
+        on_progress(
+            CopyProgress(
+                tables_done=len(results),
+                tables_total=len(order),
+                bytes_streamed=streamed[0],
+                in_flight=tuple(in_flight),
+                landed=landed,
+                failed=failed,
+            )
+        )
+
+    def on_block(n: int) -> None:
+        with lock:
+            streamed[0] += n
+            if on_progress is not None and time.monotonic() - last_report[0] >= progress_every:
+                progress()
 
     def next_table() -> TableName | None:
         with lock:
@@ -312,20 +373,31 @@ def copy_tables(
         """Copy tables on these sessions until the queue is empty or a table fails."""
         table = next_table()
         while table is not None:
+            with lock:
+                in_flight.append(table)
             try:
                 result = copy_table(
-                    src_conn, tgt_conn, table, snapshot_id=snapshot_id, fingerprint=fingerprint
+                    src_conn,
+                    tgt_conn,
+                    table,
+                    snapshot_id=snapshot_id,
+                    fingerprint=fingerprint,
+                    block_callback=on_block,
                 )
             except Exception as exc:
                 with lock:
+                    in_flight.remove(table)
                     errors[table] = _explain_failure(
                         table, exc, src_conn, tgt_conn, source_url, target_url, target_name
                     )
+                    progress(failed=table)
                 if stop_on_error:
                     stop.set()
                 return
             with lock:
+                in_flight.remove(table)
                 results.append(result)
+                progress(landed=result)
             if on_result is not None:
                 on_result(result)
             table = next_table()

@@ -23,6 +23,7 @@ from dual_db.db.catalog import ColumnInfo
 from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
 from dual_db.db.snapshot import ExportedSnapshot
+from dual_db.verify.outcome import human_bytes as human_bytes
 
 
 def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any] | None:
@@ -55,16 +56,6 @@ def numeric_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
         return value
 
     return {name: typed(value) for name, value in values.items()}
-
-
-def human_bytes(n: int) -> str:
-    """`1.2 GB`, `340 kB`: sizes as a person reads them (decimal units, as pg_size_pretty is not)."""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
 
 
 @dataclass(frozen=True)
@@ -120,21 +111,39 @@ class TableCopyRecord:
     empty_method: str = ""
     replaced_rows: int = 0
     sequences: dict[TableName, SequenceState] = field(default_factory=dict)
+    # Where `seconds` went (0.0 in records written before dual-db timed them separately).
+    source_fingerprint_seconds: float = 0.0
+    copy_seconds: float = 0.0
+    target_fingerprint_seconds: float = 0.0
+    size_bytes: int = 0  # the target table right after the load (heap and TOAST, no indexes)
+
+    @property
+    def fingerprint_seconds(self) -> float:
+        return self.source_fingerprint_seconds + self.target_fingerprint_seconds
 
     @property
     def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else float(self.rows)
+        """Rows per second of the COPY stream (the whole table step for older records)."""
+        seconds = self.copy_seconds or self.seconds
+        return self.rows / seconds if seconds > 0 else float(self.rows)
 
     def to_metadata(self, columns: Sequence[ColumnInfo] = ()) -> dict[str, Any]:
+        # Dagster's standard table metadata first (the documented `dagster/` keys; 1.13 does not export
+        # TableMetadataSet at the top level): the asset page shows the row count, the table name, the
+        # column schema and `dagster/size_bytes` as "Storage" natively.
         metadata: dict[str, Any] = {
-            # Dagster's standard table metadata: the catalog and the asset page show these natively.
             "dagster/row_count": dg.MetadataValue.int(self.rows),
             "dagster/table_name": self.table.qualified,
+            "dagster/size_bytes": dg.MetadataValue.int(self.size_bytes),
             "rows": dg.MetadataValue.int(self.rows),
-            "bytes": dg.MetadataValue.int(self.bytes),
-            "size": human_bytes(self.bytes),
-            "seconds": dg.MetadataValue.float(round(self.seconds, 3)),
+            "size": human_bytes(self.size_bytes),
+            "bytes": dg.MetadataValue.int(self.bytes),  # the COPY stream
+            "streamed": human_bytes(self.bytes),
             "rows_per_second": dg.MetadataValue.float(round(self.rows_per_second, 1)),
+            "seconds": dg.MetadataValue.float(round(self.seconds, 3)),
+            "copy_seconds": dg.MetadataValue.float(round(self.copy_seconds, 3)),
+            "source_fingerprint_seconds": dg.MetadataValue.float(round(self.source_fingerprint_seconds, 3)),
+            "target_fingerprint_seconds": dg.MetadataValue.float(round(self.target_fingerprint_seconds, 3)),
             "source_rows": dg.MetadataValue.int(self.source.rows),
             "source_checksum": self.source.checksum,
             "target_checksum": self.target_checksum,
@@ -175,6 +184,10 @@ class TableCopyRecord:
             empty_method=str(metadata.get("empty_method") or ""),
             replaced_rows=int(metadata.get("replaced_rows") or 0),
             sequences=_sequences_from(metadata.get("sequences")),
+            source_fingerprint_seconds=float(metadata.get("source_fingerprint_seconds") or 0.0),
+            copy_seconds=float(metadata.get("copy_seconds") or 0.0),
+            target_fingerprint_seconds=float(metadata.get("target_fingerprint_seconds") or 0.0),
+            size_bytes=int(metadata.get("dagster/size_bytes") or 0),
         )
 
     @classmethod

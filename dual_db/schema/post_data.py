@@ -34,6 +34,12 @@ from dual_db.schema.split import POST_PARTS
 from dual_db.schema.statements import Statement, is_session_setting, statements_of
 
 _COUNT_LOCK = threading.Lock()
+# How often a long index build reports its progress.
+PROGRESS_SECONDS = 5.0
+_INDEX_PROGRESS_SQL = """
+SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total
+FROM pg_stat_progress_create_index WHERE pid = %s
+"""
 _ALREADY_THERE = (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateObject)
 
 
@@ -137,6 +143,52 @@ def _run_grouped(
             future.result()
 
 
+def index_progress_line(name: str, row: Sequence[Any] | None, seconds: float) -> str:
+    """`building ix: building index: loading tuples, 41% (20,500 of 50,000 tuples), 35s`."""
+    if row is None:
+        return f"building {name}: {seconds:.0f}s"
+    phase, blocks_done, blocks_total, tuples_done, tuples_total = row
+    if tuples_total:
+        done = f", {100 * tuples_done // tuples_total}% ({tuples_done:,} of {tuples_total:,} tuples)"
+    elif blocks_total:
+        done = f", {100 * blocks_done // blocks_total}% ({blocks_done:,} of {blocks_total:,} blocks)"
+    else:
+        done = f", {tuples_done:,} tuples" if tuples_done else ""
+    return f"building {name}: {phase}{done}, {seconds:.0f}s"
+
+
+def _execute_with_progress(
+    url: DatabaseUrl,
+    conn: psycopg.Connection,
+    statement: Statement,
+    report: PostDataReport,
+    name: str,
+    log: Callable[[str], None],
+    every: float,
+) -> None:
+    """Run `statement` (a CREATE INDEX) on `conn` in a worker thread; meanwhile, every `every` seconds,
+    read its progress from pg_stat_progress_create_index on another session and `log` it from here."""
+    pid = conn.info.backend_pid
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dual-db-index") as pool:
+        future = pool.submit(_execute, conn, statement, report)
+        watcher: psycopg.Connection | None = None
+        try:
+            while True:
+                try:
+                    future.result(timeout=every)
+                    return
+                except TimeoutError:
+                    pass
+                if watcher is None:
+                    watcher = connect(url, autocommit=True, application_name="dual-db index progress")
+                row = watcher.execute(_INDEX_PROGRESS_SQL, (pid,)).fetchone()
+                log(index_progress_line(name, row, time.monotonic() - started))
+        finally:
+            if watcher is not None:
+                watcher.close()
+
+
 def graph_memory_bytes(conn: psycopg.Connection, table: TableName, column: str, m: int) -> int:
     """What an HNSW graph over `column` needs in memory: the vectors plus 2·m neighbours per element
     on layer 0 (and a little for the upper layers), with headroom."""
@@ -182,9 +234,13 @@ def build_post_data(
     max_index_memory: str = "1GB",
     workers: int = 2,
     log: Callable[[str], None] = lambda _msg: None,
+    progress_every: float = PROGRESS_SECONDS,
 ) -> PostDataReport:
     """Apply post-data `parts` (scripts keyed 'indexes', 'foreign_keys', 'vector_indexes',
-    'triggers_and_other', as the schema split produces them) in that order, then ANALYZE."""
+    'triggers_and_other', as the schema split produces them) in that order, then ANALYZE.
+
+    A vector index build reports its phase and how far it is to `log` every `progress_every` seconds
+    (from the calling thread)."""
     started = time.monotonic()
     report = PostDataReport()
     parsed = {name: statements_of(parts.get(name, "")) for name in POST_PARTS}
@@ -225,9 +281,10 @@ def build_post_data(
             memory = _memory_setting(conn, statement, max_bytes)
             conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(f"{memory // 1024}kB")))
             phase = time.monotonic()
-            _execute(conn, statement, report)
             node = statement.node
             assert isinstance(node, ast.IndexStmt)
+            _execute_with_progress(url, conn, statement, report, node.idxname or "?", log, progress_every)
+
             build = VectorIndexBuild(
                 name=node.idxname or "?",
                 table=str(_relation_of(node)),

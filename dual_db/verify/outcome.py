@@ -68,3 +68,13 @@ def capped(items: list[str], limit: int = MAX_LISTED) -> list[str]:
 
 def plural(n: int, word: str, plural_word: str | None = None) -> str:
     return f"{n} {word if n == 1 else (plural_word or word + 's')}"
+
+
+def human_bytes(n: int) -> str:
+    """`1.2 GB`, `340 kB`: sizes as a person reads them (decimal units, as pg_size_pretty is not)."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"

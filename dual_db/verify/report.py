@@ -1,7 +1,9 @@
 """The verification report: one row per copied table, one outcome per database-level check.
 
-The summary line is what a person reads first ("42/42 tables identical, 0 rows missing"); the Markdown
-table is what they scroll; the dict is what the Dagster layer stores as metadata.
+The summary line is what a person reads first ("42/42 tables identical, 0 rows missing"); then the
+failing tables, named; then every table, failing ones first, with its size, its COPY speed and which
+of its seconds went to the COPY and which to the fingerprints. `display_rows` is that table as plain
+values (the Dagster layer shows it inline), the Markdown and the dict carry the same order.
 
 "Identical" means identical to the source *at the copy's snapshot*. When the source has been written
 to since (a live application), the report says so in the summary line itself, naming the tables that
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from dual_db.db.names import TableName
-from dual_db.verify.outcome import CheckOutcome, JSONValue, plural
+from dual_db.verify.outcome import CheckOutcome, JSONValue, human_bytes, plural
 
 Target = Literal["core", "ai"]
 
@@ -27,7 +29,27 @@ class TableRow:
     source_rows: int
     target_rows: int
     checksum_match: bool
-    seconds: float
+    seconds: float  # the whole table step: fingerprints and COPY
+    size_bytes: int = 0  # the target table after the load
+    copy_seconds: float = 0.0  # the COPY stream alone (0.0 when not recorded)
+    fingerprint_seconds: float = 0.0  # source and target fingerprints
+
+    @property
+    def rows_per_second(self) -> float:
+        seconds = self.copy_seconds or self.seconds
+        return self.target_rows / seconds if seconds > 0 else float(self.target_rows)
+
+    @property
+    def problem(self) -> str:
+        """What is wrong with this table, in a few words ("" when identical)."""
+        if self.identical:
+            return ""
+        parts = []
+        if self.missing:
+            parts.append(f"{plural(self.missing, 'row')} missing")
+        if self.extra:
+            parts.append(plural(self.extra, "extra row"))
+        return ", ".join(parts) or "content differs"
 
     @property
     def missing(self) -> int:
@@ -51,7 +73,12 @@ class TableRow:
             "extra_rows": self.extra,
             "checksum_match": self.checksum_match,
             "identical": self.identical,
+            "size_bytes": self.size_bytes,
+            "size": human_bytes(self.size_bytes),
+            "rows_per_second": round(self.rows_per_second, 1),
             "seconds": round(self.seconds, 3),
+            "copy_seconds": round(self.copy_seconds, 3),
+            "fingerprint_seconds": round(self.fingerprint_seconds, 3),
         }
 
 
@@ -81,8 +108,22 @@ class VerificationReport:
         target_rows: int,
         checksum_match: bool,
         seconds: float,
+        *,
+        size_bytes: int = 0,
+        copy_seconds: float = 0.0,
+        fingerprint_seconds: float = 0.0,
     ) -> TableRow:
-        row = TableRow(table, target, source_rows, target_rows, checksum_match, seconds)
+        row = TableRow(
+            table,
+            target,
+            source_rows,
+            target_rows,
+            checksum_match,
+            seconds,
+            size_bytes=size_bytes,
+            copy_seconds=copy_seconds,
+            fingerprint_seconds=fingerprint_seconds,
+        )
         self.tables.append(row)
         return row
 
@@ -113,6 +154,43 @@ class VerificationReport:
         return sum(t.extra for t in self.tables)
 
     @property
+    def failing_tables(self) -> list[TableRow]:
+        return [t for t in self.ordered_tables() if not t.identical]
+
+    @property
+    def failing_checks(self) -> list[str]:
+        """The checks that did not pass, ERROR ones first."""
+        failed = [(n, o) for n, o in self.outcomes.items() if not o.passed]
+        return [n for n, o in sorted(failed, key=lambda item: item[1].severity != "ERROR")]
+
+    def ordered_tables(self) -> list[TableRow]:
+        """Failing tables first, then the rest; each part by target and name."""
+        return sorted(self.tables, key=lambda r: (r.identical, r.target, r.table))
+
+    def ordered_outcomes(self) -> list[tuple[str, CheckOutcome]]:
+        """Failed checks first (ERROR before WARN), then the passed ones, each in the order added."""
+        rank = {n: i for i, n in enumerate(self.failing_checks)}
+        return sorted(self.outcomes.items(), key=lambda item: rank.get(item[0], len(rank)))
+
+    def display_rows(self) -> list[dict[str, str | int | float]]:
+        """Every table as a person reads it, failing ones first: what the UI shows inline."""
+        return [
+            {
+                "status": "identical" if t.identical else f"FAILED: {t.problem}",
+                "table": t.table.display,
+                "target": t.target,
+                "source_rows": t.source_rows,
+                "target_rows": t.target_rows,
+                "size": human_bytes(t.size_bytes),
+                "rows_per_s": round(t.rows_per_second),
+                "copy_s": round(t.copy_seconds, 2),
+                "fingerprint_s": round(t.fingerprint_seconds, 2),
+                "total_s": round(t.seconds, 2),
+            }
+            for t in self.ordered_tables()
+        ]
+
+    @property
     def passed(self) -> bool:
         """Every table identical and no blocking (ERROR-severity) check failed. WARN checks (source
         drift, soft references) are shown but do not fail the report."""
@@ -141,22 +219,44 @@ class VerificationReport:
 
     # ---- renderings --------------------------------------------------------------------------------
     def to_markdown(self) -> str:
+        """The summary; what failed (tables, then checks), named; every table, failing ones first;
+        every check, failed ones first; the details of each finding."""
         lines = [f"**{self.summary_line()}**", ""]
-        lines += [
-            "| table | target | source rows | target rows | missing | extra | checksum | seconds |",
-            "|---|---|---:|---:|---:|---:|---|---:|",
-        ]
-        for t in sorted(self.tables, key=lambda r: (r.target, r.table)):
+        failing = self.failing_tables
+        if failing:
             lines.append(
-                f"| {_md(t.table.display)} | {t.target} | {t.source_rows} | {t.target_rows} | {t.missing} "
-                f"| {t.extra} | {'match' if t.checksum_match else '**DIFFERS**'} | {t.seconds:.2f} |"
+                f"**Failing tables ({len(failing)}):** "
+                + "; ".join(f"{_md(t.table.display)} ({t.target}: {t.problem})" for t in failing)
             )
+            lines.append("")
+        if self.failing_checks:
+            named = [n if self.outcomes[n].blocking else f"{n} (warning)" for n in self.failing_checks]
+            lines.append(f"**Checks that did not pass:** {_md(', '.join(named))}")
+            lines.append("")
+        lines += [
+            "| status | table | target | source rows | target rows | missing | extra | size | rows/s "
+            "| copy s | fingerprint s | total s |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for t in self.ordered_tables():
+            status = "identical" if t.identical else "**DIFFERS**"
+            lines.append(
+                f"| {status} | {_md(t.table.display)} | {t.target} | {t.source_rows:,} | {t.target_rows:,} "
+                f"| {t.missing:,} | {t.extra:,} | {human_bytes(t.size_bytes)} | {t.rows_per_second:,.0f} "
+                f"| {t.copy_seconds:.2f} | {t.fingerprint_seconds:.2f} | {t.seconds:.2f} |"
+            )
+        lines += [
+            "",
+            "*copy s*: the COPY stream (empty, load, commit); *fingerprint s*: hashing the source at the "
+            "snapshot and the target after the load; *rows/s*: rows over copy seconds; *size*: the "
+            "target table after the load, without indexes.",
+        ]
         if self.outcomes:
             lines += ["", "| check | result | summary |", "|---|---|---|"]
-            for name, o in self.outcomes.items():
+            for name, o in self.ordered_outcomes():
                 result = "pass" if o.passed else ("**FAIL**" if o.severity == "ERROR" else "warn")
                 lines.append(f"| {_md(name)} | {result} | {_md(o.summary)} |")
-            details = [(n, o) for n, o in self.outcomes.items() if o.failures or o.warnings]
+            details = [(n, o) for n, o in self.ordered_outcomes() if o.failures or o.warnings]
             for name, o in details:
                 lines += ["", f"**{_md(name)}**", ""]
                 lines += [f"- {_md(f)}" for f in o.failures]
@@ -171,7 +271,9 @@ class VerificationReport:
             "tables_identical": self.identical_tables,
             "rows_missing": self.rows_missing,
             "rows_extra": self.rows_extra,
+            "failing_tables": [t.table.qualified for t in self.failing_tables],
+            "failing_checks": self.failing_checks,
             "source_moved": list(self.source_moved),
-            "tables": [t.to_dict() for t in self.tables],
-            "checks": {name: o.to_dict() for name, o in self.outcomes.items()},
+            "tables": [t.to_dict() for t in self.ordered_tables()],
+            "checks": {name: o.to_dict() for name, o in self.ordered_outcomes()},
         }

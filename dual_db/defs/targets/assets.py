@@ -9,7 +9,7 @@ from dual_db.routing import RoutingPlan
 
 def target_assets(target: str, plan: RoutingPlan) -> list[dg.AssetsDefinition]:
     assets = [build_schema_asset(target, plan)]
-    table_assets = build_table_assets(target, plan.tables(target))
+    table_assets = build_table_assets(target, plan.tables(target), plan)
     if table_assets is not None:
         assets.append(table_assets)
     assets.append(build_post_data_asset(target, plan))

@@ -7,13 +7,14 @@ target as it is now against the source fingerprint recorded at the copy's snapsh
 
 import queue
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import dagster as dg
 
-from dual_db.copy.engine import CopyRun, TableCopyResult, copy_tables
+from dual_db.copy.engine import CopyProgress, CopyRun, TableCopyResult, copy_tables
 from dual_db.db.catalog import list_tables, table_columns
 from dual_db.db.names import TableName
 from dual_db.defs.check_results import to_check_result
@@ -35,13 +36,16 @@ from dual_db.defs.resources import (
     SourceSnapshot,
     target_database,
 )
-from dual_db.defs.state import SnapshotRecord, TableCopyRecord
+from dual_db.defs.state import SnapshotRecord, TableCopyRecord, human_bytes
 from dual_db.preflight import check_replica_role_privilege
+from dual_db.routing import RoutingPlan
 from dual_db.schema.ownership import owned_tables_guard
 from dual_db.verify.outcome import CheckOutcome
 from dual_db.verify.parity import table_parity
 
 TABLE_METADATA_KEY = "dual_db/table"
+# How often, at most, the copy's progress reaches the run log while tables stream.
+PROGRESS_SECONDS = 5.0
 
 
 def table_specs(target: str, tables: Sequence[TableName]) -> dict[dg.AssetKey, TableName]:
@@ -67,6 +71,10 @@ def _materialize_result(
         empty_method=result.empty_method,
         replaced_rows=result.replaced_rows,
         sequences={s.sequence: (s.last_value, s.is_called) for s in result.sequences},
+        source_fingerprint_seconds=result.source_fingerprint_seconds,
+        copy_seconds=result.copy_seconds,
+        target_fingerprint_seconds=result.target_fingerprint_seconds,
+        size_bytes=result.size_bytes,
     )
     return dg.MaterializeResult(
         asset_key=asset_key,
@@ -77,13 +85,17 @@ def _materialize_result(
     )
 
 
-def _run_copy_in_background(**kwargs: Any) -> Iterator[TableCopyResult | CopyRun]:
-    """Yield each table's result as it lands, then the whole run (so the UI shows progress)."""
-    results: queue.Queue[TableCopyResult | CopyRun | BaseException] = queue.Queue()
+Copied = TableCopyResult | CopyProgress | CopyRun
+
+
+def _run_copy_in_background(**kwargs: Any) -> Iterator[Copied]:
+    """Yield each table's result as it lands, the engine's progress reports, then the whole run (so the
+    UI shows progress). Everything reaches the step's own thread, which alone logs and yields."""
+    results: queue.Queue[Copied | BaseException] = queue.Queue()
 
     def run() -> None:
         try:
-            results.put(copy_tables(on_result=results.put, **kwargs))
+            results.put(copy_tables(on_result=results.put, on_progress=results.put, **kwargs))
         except BaseException as exc:
             results.put(exc)
 
@@ -99,10 +111,42 @@ def _run_copy_in_background(**kwargs: Any) -> Iterator[TableCopyResult | CopyRun
     thread.join()
 
 
-def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDefinition | None:
-    """The `<target>/<table>` assets for `tables`, or None when the plan routes no table there."""
+def progress_line(target: str, progress: CopyProgress, done_size: int, total_size: int) -> str | None:
+    """One run-log line: how far the copy into `target` is (tables done of the total, the share of the
+    source's on-disk size done, bytes streamed) and what just landed or is still streaming. None for a
+    failed table: the step reports failures itself, once, at the end."""
+    if progress.failed is not None:
+        return None
+    share = f" ({100 * done_size // total_size}% of {human_bytes(total_size)})" if total_size else ""
+    head = (
+        f"{target}: {progress.tables_done}/{progress.tables_total} tables copied{share}, "
+        f"{human_bytes(progress.bytes_streamed)} streamed"
+    )
+    landed = progress.landed
+    if landed is None:
+        streaming = ", ".join(t.display for t in progress.in_flight[:3])
+        more = f" and {len(progress.in_flight) - 3} more" if len(progress.in_flight) > 3 else ""
+        return f"{head}; streaming {streaming}{more}" if streaming else head
+    fingerprints = landed.source_fingerprint_seconds + landed.target_fingerprint_seconds
+    return (
+        f"{head}; {landed.table.display}: {landed.rows:,} rows, {human_bytes(landed.size_bytes)} in "
+        f"{landed.seconds:.1f}s (COPY {landed.copy_seconds:.1f}s, {landed.rows_per_second:,.0f} rows/s; "
+        f"fingerprints {fingerprints:.1f}s)"
+    )
+
+
+def build_table_assets(
+    target: str, tables: Sequence[TableName], plan: RoutingPlan | None = None
+) -> dg.AssetsDefinition | None:
+    """The `<target>/<table>` assets for `tables`, or None when the plan routes no table there.
+
+    Each is labelled from the plan alone (no database is read when definitions load): tags `target`,
+    `class`, `has_vectors` and `soft_reference` (RoutingPlan.table_tags), the plan's owners of the
+    target, the table's name as Dagster's `dagster/table_name`; row count, size and column schema come
+    with each materialization."""
     if not tables:
         return None
+    plan = plan or RoutingPlan(**{target: list(tables)})  # type: ignore[arg-type]
     by_key = table_specs(target, tables)
     specs = [
         dg.AssetSpec(
@@ -110,9 +154,13 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
             deps=[SCHEMA_ASSETS[target]],
             skippable=True,
             group_name=target,
-            kinds={"postgres"},
+            kinds={"postgres", "pgvector"}
+            if plan.table_tags(table).get("has_vectors") == "true"
+            else {"postgres"},
             description=f"Table {table.qualified} in the {target} database, copied from the source.",
-            metadata={TABLE_METADATA_KEY: table.qualified},
+            metadata={TABLE_METADATA_KEY: table.qualified, "dagster/table_name": table.qualified},
+            tags=plan.table_tags(table),
+            owners=plan.owners.get(target, []),
         )
         for key, table in by_key.items()
     ]
@@ -169,6 +217,8 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                     owned_tables_guard(conn, target, target_db.database_url(), list(key_of))
                     check_replica_role_privilege(conn, target, target_db.database_url(), list(key_of))
                 run: CopyRun | None = None
+                total_size = sum(sizes.get(t, 0) for t in key_of)
+                done_size, logged_step, logged_at = 0, -1, time.monotonic()
                 for item in _run_copy_in_background(
                     source_url=source.database_url(),
                     target_url=target_db.database_url(),
@@ -177,9 +227,24 @@ def build_table_assets(target: str, tables: Sequence[TableName]) -> dg.AssetsDef
                     workers=settings.copy_workers,
                     sizes=sizes,
                     target_name=target,
+                    progress_every=PROGRESS_SECONDS,
                 ):
                     if isinstance(item, CopyRun):
                         run = item
+                        continue
+                    if isinstance(item, CopyProgress):
+                        # A line when a table lands past another tenth of the size, or after
+                        # PROGRESS_SECONDS of silence, and for the last table: not one per table of 40.
+                        if item.landed is not None:
+                            done_size += sizes.get(item.landed.table, 0)
+                        step = 10 * done_size // total_size if total_size else item.tables_done
+                        due = time.monotonic() - logged_at >= PROGRESS_SECONDS
+                        last = item.tables_done == item.tables_total
+                        if (item.landed is not None and (step > logged_step or last)) or due:
+                            line = progress_line(target, item, done_size, total_size)
+                            if line:
+                                context.log.info(line)
+                                logged_step, logged_at = step, time.monotonic()
                         continue
                     assert item.source_fingerprint is not None
                     checks = table_parity(
