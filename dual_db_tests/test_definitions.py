@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from dual_db.definitions import build_definitions
 from dual_db.defs.constants import table_key
-from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan
+from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan, RoutingPlanError
 
 
 def test_definitions_load_with_no_server_reachable() -> None:
@@ -44,8 +45,8 @@ def test_asset_and_check_keys_are_the_documented_ones() -> None:
     assert {
         "source/full_backup",
         "source/schema_dump",
-        "core/schema",
-        "ai/schema",
+        "core/core_schema",
+        "ai/ai_schema",
         "core/positions",
         "core/alembic_version",
         "ai/ai_kb_documents",
@@ -65,6 +66,45 @@ def test_asset_and_check_keys_are_the_documented_ones() -> None:
     assert core_tables.can_subset and len(core_tables.keys) == 40
 
 
+def test_table_assets_carry_filterable_tags_owners_and_their_table_name(tmp_path: Path) -> None:
+    """Tags from the plan alone (no database at load): target, class, has_vectors, soft_reference; the
+    plan's owners per database; Dagster's table name. The two schema assets have distinct names."""
+    graph = build_definitions(RoutingPlan.load(DEFAULT_PLAN_FILE)).resolve_asset_graph()
+
+    def tags(key: str) -> dict[str, str]:
+        node = graph.get(dg.AssetKey.from_user_string(key))
+        return {k: v for k, v in node.tags.items() if not k.startswith("dagster/kind/")}
+
+    assert tags("ai/ai_kb_documents") == {"target": "ai", "class": "vector", "has_vectors": "true"}
+    assert tags("ai/ai_feedback") == {
+        "target": "ai",
+        "class": "ai_companion",
+        "has_vectors": "false",
+        "soft_reference": "holder",
+    }
+    assert tags("core/agent_messages")["soft_reference"] == "referenced"
+    assert tags("core/positions") == {"target": "core", "class": "core", "has_vectors": "false"}
+    positions = graph.get(dg.AssetKey(["core", "positions"]))
+    assert positions.metadata["dagster/table_name"] == "public.positions" and not positions.owners
+    assert "pgvector" in graph.get(dg.AssetKey(["ai", "ai_kb_documents"])).kinds
+    names = {k.path[-1] for k in graph.get(dg.AssetKey(["source", "schema_dump"])).child_keys}
+    assert {"core_schema", "ai_schema"} <= names
+
+    # Owners come from the plan, per database; a plan without vector_tables gets no has_vectors tag.
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(
+        "core: [users]\nai: [ai_docs]\nowners: {core: [team:platform, dba@example.com], ai: [team:ml]}\n"
+    )
+    graph = build_definitions(RoutingPlan.load(plan_file)).resolve_asset_graph()
+    users = graph.get(dg.AssetKey(["core", "users"]))
+    assert list(users.owners) == ["team:platform", "dba@example.com"]
+    assert list(graph.get(dg.AssetKey(["ai", "ai_docs"])).owners) == ["team:ml"]
+    assert "has_vectors" not in users.tags and users.tags["class"] == "core"
+    plan_file.write_text("core: [users]\nai: []\nowners: {core: [platform]}\n")
+    with pytest.raises(RoutingPlanError, match="neither an email nor team:<name>"):
+        RoutingPlan.load(plan_file)
+
+
 SNAPSHOT_FILE = Path(__file__).parent / "snapshots" / "definitions.json"
 
 
@@ -80,6 +120,8 @@ def _describe(defs: dg.Definitions) -> dict[str, object]:
             "deps": sorted(d.to_user_string() for d in node.parent_keys),
             "kinds": sorted(node.kinds),
             "skippable": node.assets_def.specs_by_key[key].skippable,
+            "tags": {k: v for k, v in sorted(node.tags.items()) if not k.startswith("dagster/kind/")},
+            "owners": list(node.owners),
         }
     checks = {}
     for check_key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
@@ -114,8 +156,8 @@ def test_definitions_run_with_the_plan_they_were_built_from() -> None:
     tables = {k.to_user_string() for k in graph.get_all_asset_keys()} - {
         "source/full_backup",
         "source/schema_dump",
-        "core/schema",
-        "ai/schema",
+        "core/core_schema",
+        "ai/ai_schema",
         "core/post_data",
         "ai/vector_indexes",
         "verification_report",

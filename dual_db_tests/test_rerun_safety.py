@@ -49,7 +49,7 @@ def test_a_rerun_leaves_tables_dual_db_did_not_create_alone(environment: Databas
         assert again.success, _failure_text(again)
         assert _count(dbs.core, "app_extra.audit_log") == 25
         assert _count(dbs.core, "public.cutover_notes") == 1
-        schema = instance.get_latest_materialization_event(dg.AssetKey(["core", "schema"]))
+        schema = instance.get_latest_materialization_event(dg.AssetKey(["core", "core_schema"]))
         assert schema is not None and schema.asset_materialization is not None
         metadata = schema.asset_materialization.metadata
         assert metadata["schema_kept"].value is True
@@ -71,7 +71,7 @@ def test_rematerializing_the_schema_keeps_the_previous_copy(environment: Databas
     dbs = environment
     with dg.DagsterInstance.ephemeral() as instance:
         assert _run("migrate", instance).success
-        assert _run("migrate", instance, ["core/schema"]).success
+        assert _run("migrate", instance, ["core/core_schema"]).success
         # Nothing was dropped: rows and indexes of the previous copy are all there.
         assert _count(dbs.core, "positions") == 4000
         with connection(dbs.core) as conn:

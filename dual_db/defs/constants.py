@@ -12,8 +12,9 @@ from dual_db.verify.parity import COUNT_PARITY as COUNT_PARITY
 
 SOURCE_FULL_BACKUP = dg.AssetKey(["source", "full_backup"])
 SOURCE_SCHEMA_DUMP = dg.AssetKey(["source", "schema_dump"])
-CORE_SCHEMA = dg.AssetKey(["core", "schema"])
-AI_SCHEMA = dg.AssetKey(["ai", "schema"])
+# Named after their database: the graph shows a key's last part, and two "schema" nodes read alike.
+CORE_SCHEMA = dg.AssetKey(["core", "core_schema"])
+AI_SCHEMA = dg.AssetKey(["ai", "ai_schema"])
 CORE_POST_DATA = dg.AssetKey(["core", "post_data"])
 AI_VECTOR_INDEXES = dg.AssetKey(["ai", "vector_indexes"])
 VERIFICATION_REPORT = dg.AssetKey(["verification_report"])
@@ -53,9 +54,11 @@ TUNING_ASSETS = {"core": CORE_TUNING, "ai": AI_TUNING}
 
 
 _UNSAFE = re.compile(r"[^a-z0-9_]+")
-# Names the target groups use for their own assets: a table called `schema` must not become
-# `core/schema`.
-_TARGET_ASSET_NAMES = frozenset({"schema", "post_data", "vector_indexes", "tuning"})
+# Names the target groups use (or used) for their own assets: a table called `core_schema` must not
+# become the asset `core/core_schema`.
+_TARGET_ASSET_NAMES = frozenset(
+    {"schema", "core_schema", "ai_schema", "post_data", "vector_indexes", "tuning"}
+)
 
 
 def table_asset_name(table: TableName) -> str:

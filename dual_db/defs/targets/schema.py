@@ -65,9 +65,15 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
         key=SCHEMA_ASSETS[target],
         deps=[SOURCE_SCHEMA_DUMP],
         group_name=target,
-        kinds={"postgres"},
-        description=f"The {target} database's schema before the copy (tables, types, functions; no "
-        "indexes or constraints yet), cleaned with a SQL parser.",
+        kinds={"postgres"} if target == "core" else {"postgres", "pgvector"},
+        description=(
+            "Core database schema, split from the source's dump: tables, types and functions of the "
+            "core tables before the copy (no indexes or constraints yet); no pgvector extension, no AI "
+            "tables, no vector types or indexes."
+            if target == "core"
+            else "AI database schema, split from the source's dump: CREATE EXTENSION vector and the AI "
+            "tables before the copy (no indexes or constraints yet)."
+        ),
     )
     def target_schema(
         context: dg.AssetExecutionContext,
@@ -148,7 +154,7 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
         key=POST_DATA_ASSETS[target],
         deps=[SCHEMA_ASSETS[target], *(table_key(target, t) for t in plan.tables(target))],
         group_name=target,
-        kinds={"postgres"},
+        kinds={"postgres"} if target == "core" else {"postgres", "pgvector"},
         description=(
             "Indexes, constraints and triggers of the core tables, built after the copy; sequences "
             "aligned with the source; statistics refreshed."
