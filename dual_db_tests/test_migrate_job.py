@@ -124,6 +124,26 @@ def test_migrate_end_to_end(environment: Databases) -> None:
         assert report_meta["summary"].value == "9/9 tables identical, 0 rows missing"
         assert "ai_kb_documents" in report_meta["report"].value
         assert Path(report_meta["json_path"].value).exists()
+        # The summary first, the totals as numbers, every table inline (not behind a Markdown link).
+        assert list(report_meta)[:6] == [
+            "summary",
+            "passed",
+            "tables_identical",
+            "tables",
+            "rows_missing",
+            "rows_extra",
+        ]
+        assert report_meta["failing_tables"].value == "none"
+        rows = {r.data["table"]: r.data for r in report_meta["table_results"].value.records}
+        positions_row = rows["positions"]
+        assert positions_row["status"] == "identical" and positions_row["target_rows"] == 4000
+        assert positions_row["size"].endswith("kB") and positions_row["rows_per_s"] > 0
+        assert positions_row["copy_s"] > 0 and positions_row["fingerprint_s"] > 0
+
+        # Progress reached the run log while the copy ran: the last table of each target at least.
+        messages = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        assert any(m.startswith("core: 6/6 tables copied (100% of ") for m in messages), messages
+        assert any(m.startswith("ai: 3/3 tables copied (100% of ") and " streamed" in m for m in messages)
 
         with connection(dbs.core) as conn:
             assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone() == (
@@ -180,6 +200,15 @@ def test_migrate_end_to_end(environment: Databases) -> None:
         metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
         assert metadata["rows"] == 4000 and metadata["source_rows"] == 4000
         assert metadata["source_checksum"] == metadata["target_checksum"]
+        # Dagster's standard table metadata (the asset page's Row count and Storage), and where the
+        # table's seconds went.
+        assert metadata["dagster/row_count"] == 4000 and metadata["dagster/table_name"] == "public.positions"
+        assert metadata["dagster/size_bytes"] > 0 and metadata["size"].endswith("kB")
+        assert "kind" in {c.name for c in metadata["dagster/column_schema"].columns}
+        parts = [
+            metadata[k] for k in ("source_fingerprint_seconds", "copy_seconds", "target_fingerprint_seconds")
+        ]
+        assert all(p > 0 for p in parts) and sum(parts) <= metadata["seconds"] + 0.003
         assert metadata["snapshot_id"]
         # One snapshot for the whole run: the backup, the schema dump and every table read the same one.
         snapshot_ids = {
@@ -341,6 +370,20 @@ def test_verify_job_catches_corruption_reading_the_source_as_a_select_only_role(
 
         with connection(dbs.core, autocommit=True) as conn:
             conn.execute("UPDATE positions SET quantity = quantity + 0.000001 WHERE id = 1234")
+        corrupted = _run("verify", instance)
+        assert not corrupted.success
+        # The failing report is materialized, failing table and checks first, then the rest.
+        event = instance.get_latest_materialization_event(dg.AssetKey("verification_report"))
+        assert event is not None and event.run_id == corrupted.run_id and event.asset_materialization
+        report = event.asset_materialization.metadata
+        assert report["summary"].value == "8/9 tables identical, 0 rows missing"
+        assert report["passed"].value is False and report["failing_tables"].value == "positions"
+        assert report["failing_checks"].value == "none"
+        records = [r.data for r in report["table_results"].value.records]
+        assert records[0]["table"] == "positions" and records[0]["status"] == "FAILED: content differs"
+        assert all(r["status"] == "identical" for r in records[1:]) and len(records) == 9
+        markdown = report["report"].value
+        assert markdown.index("**Failing tables (1):** positions") < markdown.index("| identical |")
         with connection(dbs.ai, autocommit=True) as conn:
             conn.execute("DROP INDEX ix_ai_kb_documents_embedding_hnsw")
         broken = _run("verify", instance)
@@ -356,6 +399,7 @@ def test_verify_job_catches_corruption_reading_the_source_as_a_select_only_role(
         }
         checksum = failed[("core/positions", "checksum_parity")]
         assert "positions" in (checksum.description or "")
+
         assert checksum.metadata["range"].value == "id >= '1225' AND id < '1241'"
         assert checksum.metadata["differences"].value == [{"kind": "changed", "key": ["1234"]}]
         assert "changed 1234" in (checksum.description or "")

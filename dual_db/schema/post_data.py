@@ -144,14 +144,16 @@ def _run_grouped(
 
 
 def index_progress_line(name: str, row: Sequence[Any] | None, seconds: float) -> str:
-    """`building ix: building index: loading tuples, 41% (20,500 of 50,000 tuples), 35s`."""
+    """`building ix: building index: loading tuples, 11% (123 of 1,112 blocks, 3,300 tuples), 2s`: the
+    phase and how far it is, in tuples when the server counts their total, else in table blocks."""
     if row is None:
         return f"building {name}: {seconds:.0f}s"
     phase, blocks_done, blocks_total, tuples_done, tuples_total = row
     if tuples_total:
         done = f", {100 * tuples_done // tuples_total}% ({tuples_done:,} of {tuples_total:,} tuples)"
     elif blocks_total:
-        done = f", {100 * blocks_done // blocks_total}% ({blocks_done:,} of {blocks_total:,} blocks)"
+        tuples = f", {tuples_done:,} tuples" if tuples_done else ""
+        done = f", {100 * blocks_done // blocks_total}% ({blocks_done:,} of {blocks_total:,} blocks{tuples})"
     else:
         done = f", {tuples_done:,} tuples" if tuples_done else ""
     return f"building {name}: {phase}{done}, {seconds:.0f}s"
