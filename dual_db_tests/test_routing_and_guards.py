@@ -78,6 +78,7 @@ def test_asset_names_are_unique_and_dagster_safe() -> None:
     assert len(names) == 4
     # A table named like a target's own asset gets a name of its own.
     assert table_asset_name(TableName("public", "schema")) not in ("schema", "post_data", "tuning")
+    assert table_asset_name(TableName("public", "core_schema")) != "core_schema"  # the schema asset's name
     assert table_asset_name(TableName("public", "tuning")).startswith("tuning_")
     assert all(n.replace("_", "").isalnum() for n in names)
 
