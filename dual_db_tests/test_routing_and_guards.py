@@ -64,8 +64,25 @@ def test_discover_routes_vector_tables_to_ai_and_keeps_existing_choices(
     assert plan.exclude == [TableName("public", "notes")]
     assert set(plan.core) == {TableName("public", "users"), TableName("Odd Schema", "Mixed Case")}
     assert any("gone" in c and "not in the source" in c for c in changes)
+    # The tables with a pgvector column are written down: the assets' has_vectors tag comes from it.
+    assert plan.vector_tables == [TableName("public", "embeddings")]
     path = plan.save(tmp_path / "plan.yaml")
     assert RoutingPlan.load(path) == plan
+
+    # routing_complete says when vector_tables is out of date (it only labels assets: it still passes).
+    from dual_db.defs.resources import SourceDatabase
+    from dual_db.defs.source.checks import _routing_complete
+
+    plan.vector_tables = [TableName("public", "users")]
+    plan.ai, plan.core = [TableName("public", "embeddings"), TableName("public", "users")], list(plan.core)
+    plan.core.remove(TableName("public", "users"))
+    result = _routing_complete(plan, SourceDatabase(url=databases.source.uri()))
+    assert result.passed, result.description
+    assert result.metadata["vector_tables_out_of_date"].value == [
+        "embeddings has a pgvector column",
+        "users has no pgvector column",
+    ]
+    assert "vector_tables is out of date" in (result.description or "")
 
 
 def test_asset_names_are_unique_and_dagster_safe() -> None:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dual_db.db.catalog import list_tables
+from dual_db.db.catalog import list_tables, table_columns
 from dual_db.defs.constants import ROUTING_COMPLETE, SOURCE_SCHEMA_DUMP
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import SourceDatabase
@@ -29,14 +29,28 @@ def build_routing_complete(plan: RoutingPlan) -> dg.AssetChecksDefinition:
 def _routing_complete(plan: RoutingPlan, source: SourceDatabase) -> dg.AssetCheckResult:
     with source.get_connection() as conn:
         source_tables = [info.table for info in list_tables(conn)]
+        # vector_tables only labels the assets (has_vectors, class): out of date, it is said, not failed.
+        stale: list[str] = []
+        if plan.vector_tables is not None:
+            listed = set(plan.vector_tables)
+            for table in source_tables:
+                has_vectors = any(c.vector_type for c in table_columns(conn, table))
+                if has_vectors != (table in listed):
+                    stale.append(f"{table} has {'a' if has_vectors else 'no'} pgvector column")
     problems = plan.problems(source_tables)
+    note = (
+        f" (vector_tables is out of date: {'; '.join(stale[:5])}; it only labels the assets: "
+        "rewrite it with `dual-db plan --discover`)"
+        if stale
+        else ""
+    )
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         description=(
-            f"all {len(source_tables)} source tables routed exactly once"
+            f"all {len(source_tables)} source tables routed exactly once{note}"
             if not problems
-            else f"{len(problems)} routing problem(s): " + "; ".join(problems[:10])
+            else f"{len(problems)} routing problem(s): " + "; ".join(problems[:10]) + note
         ),
         metadata={
             "plan_file": str(plan_path()),
@@ -45,5 +59,6 @@ def _routing_complete(plan: RoutingPlan, source: SourceDatabase) -> dg.AssetChec
             "ai_tables": len(plan.ai),
             "excluded_tables": len(plan.exclude),
             "problems": dg.MetadataValue.json(problems),
+            "vector_tables_out_of_date": dg.MetadataValue.json(stale),
         },
     )
