@@ -12,7 +12,7 @@ from dual_db.defs.constants import (
 )
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
-from dual_db.defs.state import SchemaFilesRecord, SnapshotRecord
+from dual_db.defs.state import SchemaFilesRecord, SnapshotRecord, human_bytes
 from dual_db.preflight import preflight
 from dual_db.schema.dump import (
     dump_full_backup,
@@ -63,7 +63,9 @@ def full_backup(
             )
         finally:
             snapshot.release_after(context, SNAPSHOT_READER_STEPS)
-        context.log.info(f"full backup of {source.masked_url}: {result.bytes} bytes in {result.seconds:.1f}s")
+        context.log.info(
+            f"full backup of {source.masked_url}: {human_bytes(result.bytes)} in {result.seconds:.1f}s"
+        )
         for pruned in prune_backups(settings.dumps_path(), settings.keep_backups, current=result.path):
             context.log.info(f"deleted an older backup (keep_backups={settings.keep_backups}): {pruned}")
         return dg.MaterializeResult(

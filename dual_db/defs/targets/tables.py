@@ -128,8 +128,9 @@ def progress_line(target: str, progress: CopyProgress, done_size: int, total_siz
         more = f" and {len(progress.in_flight) - 3} more" if len(progress.in_flight) > 3 else ""
         return f"{head}; streaming {streaming}{more}" if streaming else head
     fingerprints = landed.source_fingerprint_seconds + landed.target_fingerprint_seconds
+    rows = f"{landed.rows:,} row{'' if landed.rows == 1 else 's'}"
     return (
-        f"{head}; {landed.table.display}: {landed.rows:,} rows, {human_bytes(landed.size_bytes)} in "
+        f"{head}; {landed.table.display}: {rows}, {human_bytes(landed.size_bytes)} in "
         f"{landed.seconds:.1f}s (COPY {landed.copy_seconds:.1f}s, {landed.rows_per_second:,.0f} rows/s; "
         f"fingerprints {fingerprints:.1f}s)"
     )
