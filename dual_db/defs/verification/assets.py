@@ -173,9 +173,10 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         deps=list(POST_DATA_ASSETS.values()),
         group_name="verification",
         kinds={"postgres"},
-        description="Per table: source rows, target rows, checksum match; per database: every check; "
-        "which source tables moved since the snapshot. Fails unless every table is identical and every "
-        "check passed (a moving source is a warning).",
+        description="The summary line first, then the failing tables and checks by name, then every "
+        "table inline (failing ones first: rows, size, rows/s, COPY and fingerprint seconds) and every "
+        "database check; which source tables moved since the snapshot. Materialized either way; the step "
+        "fails unless every table is identical and every check passed (a moving source is a warning).",
         check_specs=[
             dg.AssetCheckSpec(
                 SOURCE_DRIFT,
