@@ -346,7 +346,7 @@ def test_cli_job_execute_then_verify_then_one_table(
         # ready when the routing check passes, ran side by side.
         migrate_run = next(r for r in runs if r.job_name == "migrate")
         spans = _step_spans(instance, migrate_run.run_id)
-        side_by_side = ("core__schema", "ai__schema", "source__full_backup")
+        side_by_side = ("core__core_schema", "ai__ai_schema", "source__full_backup")
         for a in side_by_side:
             for b in side_by_side:
                 if a < b:
