@@ -25,6 +25,9 @@ class Measured:
     seconds: float
     returncode: int
     peak_rss_bytes: int
+    # Proportional set size: shared pages (libraries, a forked worker's copy-on-write pages) divided
+    # among the processes sharing them, so that the sum is not inflated by processes that fork.
+    peak_pss_bytes: int
     log: Path
 
 
@@ -69,8 +72,25 @@ def _rss(pid: int) -> int:
         return 0
 
 
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        return 0
+    return 0
+
+
 def tree_rss(root: int) -> int:
     return sum(_rss(pid) for pid in tree_pids(root))
+
+
+def tree_memory(root: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) over the tree."""
+    pids = tree_pids(root)
+    return sum(_rss(pid) for pid in pids), sum(_pss(pid) for pid in pids)
 
 
 def run_measured(
@@ -83,7 +103,7 @@ def run_measured(
 ) -> Measured:
     """Run `argv` (output to `log`) in its own session and measure it."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    peak = 0
+    peak = peak_pss = 0
     with open(log, "wb") as out:
         started = time.monotonic()
         proc = subprocess.Popen(
@@ -98,9 +118,10 @@ def run_measured(
         stop = threading.Event()
 
         def sample() -> None:
-            nonlocal peak
+            nonlocal peak, peak_pss
             while not stop.is_set():
-                peak = max(peak, tree_rss(proc.pid))
+                rss, pss = tree_memory(proc.pid)
+                peak, peak_pss = max(peak, rss), max(peak_pss, pss)
                 stop.wait(SAMPLE_SECONDS)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -113,4 +134,6 @@ def run_measured(
         seconds = time.monotonic() - started
         stop.set()
         sampler.join()
-    return Measured(seconds=seconds, returncode=returncode, peak_rss_bytes=peak, log=log)
+    return Measured(
+        seconds=seconds, returncode=returncode, peak_rss_bytes=peak, peak_pss_bytes=peak_pss, log=log
+    )

@@ -30,6 +30,7 @@ def summarize(attempts: list[dict[str, Any]], sources: dict[str, Any]) -> dict[s
                 "runs": [r["seconds"] for r in runs],
                 "mib_per_second": round(mib / seconds, 1) if seconds else None,
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+                "peak_pss_mib": max(r.get("peak_pss_mib", 0.0) for r in runs),
                 "verified": all(r["verified"] for r in runs),
                 "failures": failures,
             }
@@ -96,15 +97,16 @@ def markdown(
             f"({src['heap_bytes'] / 2**20:.0f} MiB without indexes), {src['embeddings']} embeddings, "
             f"{src['rows']} rows",
             "",
-            "| contender | median s | MiB/s | peak RSS MiB | x floor | verified | runs (s) |",
+            "| contender | median s | MiB/s | peak RSS MiB (PSS) | x floor | verified | runs (s) |",
             "|---|---|---|---|---|---|---|",
         ]
         for key, e in sorted(entries.items(), key=lambda kv: kv[1]["median_seconds"]):
             ok = "yes" if e["verified"] else f"**NO** ({len(e['failures'])} failures)"
             mark = "" if e["verified"] else " ✗"
+            x_floor = e["x_floor"] if e["x_floor"] is not None else "-"
             lines.append(
                 f"| {labels.get(key, key)} | {e['median_seconds']:.1f}{mark} | {e['mib_per_second']} | "
-                f"{e['peak_rss_mib']:.0f} | {e['x_floor'] if e['x_floor'] is not None else '-'} | {ok} | "
+                f"{e['peak_rss_mib']:.0f} ({e['peak_pss_mib']:.0f}) | {x_floor} | {ok} | "
                 f"{', '.join(f'{s:.1f}' for s in e['runs'])} |"
             )
         keys = sorted(entries, key=lambda k: entries[k]["median_seconds"])

@@ -64,6 +64,7 @@ class Attempt:
     repeat: int
     seconds: float
     peak_rss_mib: float
+    peak_pss_mib: float
     returncode: int
     verified: bool
     failures: list[str]
@@ -239,6 +240,7 @@ def run_contender(
         repeat=repeat,
         seconds=round(measured.seconds, 2),
         peak_rss_mib=round(measured.peak_rss_bytes / 2**20, 1),
+        peak_pss_mib=round(measured.peak_pss_bytes / 2**20, 1),
         returncode=measured.returncode,
         verified=not failures,
         failures=failures,
@@ -247,7 +249,8 @@ def run_contender(
         run_seconds=run_seconds,
     )
     say(
-        f"  {key}: {attempt.seconds:.1f} s, peak RSS {attempt.peak_rss_mib:.0f} MiB, "
+        f"  {key}: {attempt.seconds:.1f} s, peak RSS {attempt.peak_rss_mib:.0f} MiB "
+        f"(PSS {attempt.peak_pss_mib:.0f} MiB), "
         + ("verified" if attempt.verified else f"FAILED verification ({len(failures)}): {failures[:3]}")
     )
     return attempt
