@@ -32,6 +32,7 @@ def summarize(attempts: list[dict[str, Any]], sources: dict[str, Any]) -> dict[s
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
                 "peak_pss_mib": max(r.get("peak_pss_mib", 0.0) for r in runs),
                 "verified": all(r["verified"] for r in runs),
+                "completed": all(r["returncode"] == 0 for r in runs),
                 "failures": failures,
             }
         floor = summary[scale].get("floor", {}).get("median_seconds")
@@ -100,8 +101,16 @@ def markdown(
             "| contender | median s | MiB/s | peak RSS MiB (PSS) | x floor | verified | runs (s) |",
             "|---|---|---|---|---|---|---|",
         ]
-        for key, e in sorted(entries.items(), key=lambda kv: kv[1]["median_seconds"]):
+
+        # The floor first, then by time; a contender that did not complete (non-zero exit) last.
+        def order(key: str, entries: dict[str, Any] = entries) -> tuple[bool, bool, float]:
+            e = entries[key]
+            return (key != "floor", not e.get("completed", True), e["median_seconds"])
+
+        for key, e in sorted(entries.items(), key=lambda kv: order(kv[0])):
             ok = "yes" if e["verified"] else f"**NO** ({len(e['failures'])} failures)"
+            if not e.get("completed", True):
+                ok += ", did not complete"
             mark = "" if e["verified"] else " ✗"
             x_floor = e["x_floor"] if e["x_floor"] is not None else "-"
             lines.append(
@@ -109,7 +118,7 @@ def markdown(
                 f"{e['peak_rss_mib']:.0f} ({e['peak_pss_mib']:.0f}) | {x_floor} | {ok} | "
                 f"{', '.join(f'{s:.1f}' for s in e['runs'])} |"
             )
-        keys = sorted(entries, key=lambda k: entries[k]["median_seconds"])
+        keys = sorted(entries, key=order)
         lines += [
             "",
             "Ratios (row ÷ column, median seconds):",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -353,6 +352,22 @@ def main() -> int:
     attempts: list[Attempt] = []
     sources: dict[str, Any] = {}
     extra: dict[str, Any] = {}
+    date = dt.datetime.now(dt.UTC).date().isoformat()
+
+    def save() -> dict[str, Path]:
+        # After every attempt: an interrupted bench still leaves what it measured.
+        return write_reports(
+            attempts=[asdict(a) for a in attempts],
+            sources=sources,
+            extras=extra,
+            labels=LABELS,
+            repeats=repeats,
+            notes=notes,
+            label=label,
+            results_dir=C.REPO_DIR / "bench" / "results",
+            date=date,
+        )
+
     for scale in scales:
         source = ensure_source(env.cluster["source"], scale, seed, say)
         say(
@@ -387,27 +402,15 @@ def main() -> int:
                         instance,
                     )
                 )
+                save()
         if do_extras:
             extra[f"{scale:g}"] = extras(env, source, prep, expected, instance)
+            save()
     recreate_targets(env.cluster)
-    paths = write_reports(
-        attempts=[asdict(a) for a in attempts],
-        sources=sources,
-        extras=extra,
-        labels=LABELS,
-        repeats=repeats,
-        notes=notes,
-        label=label,
-        results_dir=C.REPO_DIR / "bench" / "results",
-        date=dt.datetime.now(dt.UTC).date().isoformat(),
-    )
+    paths = save()
     print(paths["markdown"].read_text())
     say(f"results: {paths['json']} and {paths['markdown']}")
     return 0
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 if __name__ == "__main__":
