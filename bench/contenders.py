@@ -202,7 +202,7 @@ setsid pgcopydb clone --source "$SRC" --target "$CORE" --dir "$WORK/pgcopydb-cor
 {ai}
 status=0
 for pid in "${{pids[@]}}"; do wait "$pid" || status=1; done
-grep -h -E "ERROR|FATAL" "$LOGS/pgcopydb-core.log" "$LOGS/pgcopydb-ai.log" | head -20
+grep -a -h -E "ERROR|FATAL" "$LOGS/pgcopydb-core.log" "$LOGS/pgcopydb-ai.log" | head -20
 exit $status
 """
     )
