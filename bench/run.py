@@ -8,6 +8,7 @@ Environment:
   BENCH_EXTRAS      1 (default) also times `verify`, pgcopydb's checksum query and one-table redos
   BENCH_SEED        the demo source's seed (default 42)
   BENCH_LABEL       appended to the result file names (e.g. "preliminary")
+  BENCH_KEEP_SERVERS  1 leaves the bench's servers running afterwards
 """
 
 from __future__ import annotations
@@ -408,6 +409,9 @@ def main() -> int:
             save()
     recreate_targets(env.cluster)
     paths = save()
+    if os.environ.get("BENCH_KEEP_SERVERS") != "1":
+        say("stopping the bench's servers (BENCH_KEEP_SERVERS=1 keeps them; the sources stay cached)")
+        env.cluster.down()
     print(paths["markdown"].read_text())
     say(f"results: {paths['json']} and {paths['markdown']}")
     return 0
