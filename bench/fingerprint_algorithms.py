@@ -42,6 +42,19 @@ CANDIDATES: dict[str, RowHash] = {
     "typed numeric hash, jsonb send": _typed(numeric="hash"),
     "typed numeric send, jsonb hash": _typed(jsonb="hash"),
     "typed numeric hash, jsonb hash": _typed(numeric="hash", jsonb="hash"),
+    "ref: own hashes of the columns as they are (not exact)": lambda cols, schema: sql.SQL(
+        "hashint4extended(0, hash_record_extended(ROW({}), 0))"
+    ).format(
+        sql.SQL(", ").join(
+            sql.SQL("{}({})").format(
+                sql.Identifier(schema or "public", "vector_send"), sql.Identifier(c.name)
+            )
+            if c.vector_type
+            else sql.Identifier(c.name)
+            for c in cols
+        )
+    ),
+    "ref: the scan alone (count(*), sum(0))": lambda cols, schema: sql.SQL("0"),
     "ref: md5(record_send) 64 bit": lambda cols, schema: sql.SQL(
         "('x' || substr(md5(record_send(t)), 1, 16))::bit(64)::bigint"
     ),

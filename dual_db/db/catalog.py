@@ -170,7 +170,7 @@ def table_columns(conn: psycopg.Connection, table: TableName) -> list[ColumnInfo
             base_type=r[10],
             base_builtin=bool(r[11]),
             base_kind=r[12],
-            send_function=r[13],
+            send_function=r[13] or "",  # '' for a type without one (typsend = 0)
         )
         for r in rows
     ]
