@@ -126,6 +126,11 @@ class MigrationSettings(dg.ConfigurableResource):
     )
     copy_workers: int = Field(default=4, description="Tables copied in parallel per target.")
     backup_jobs: int = Field(default=2, description="pg_dump -j for the full backup.")
+    backup_compression: str = Field(
+        default="",
+        description="pg_dump --compress for the full backup; empty: the fastest codec the pg_dump build "
+        "has (zstd:1, else lz4:1, else gzip:1).",
+    )
     replace_existing: bool = Field(
         default=False,
         description="Allow replacing tables in a target that dual-db did not create.",
