@@ -5,6 +5,9 @@ as a run launched from the UI does: the UI lists a job's runs by the job's name 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -72,3 +75,27 @@ def test_a_run_from_another_code_pointer_claims_no_location(project: DagsterProj
         [record] = instance.get_run_records()
         assert record.dagster_run.remote_job_origin is None, run.stderr[-2000:]
         assert REPOSITORY_LABEL_TAG not in record.dagster_run.tags
+
+
+def test_job_snapshots_are_the_same_in_every_process() -> None:
+    """The UI re-executes a run without a warning only when the run's job snapshot is the one the code
+    location has loaded now: a CLI run, or a run from an earlier `dagster dev`, was made by another
+    process, whose string hashing is seeded differently."""
+    program = (
+        "from dual_db.definitions import defs\n"
+        "repository = defs.get_repository_def()\n"
+        "for job in repository.get_all_jobs():\n"
+        "    print(job.name, job.get_job_snapshot_id())\n"
+    )
+    snapshots = set()
+    for seed in ("1", "2"):  # these two seeds ordered the checks differently
+        env = {
+            **os.environ,
+            "PYTHONHASHSEED": seed,
+            "DUAL_DB_PLAN_FILE": str(REPO_ROOT / "routing_plan.yaml"),
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True
+        )
+        snapshots.add(result.stdout)
+    assert len(snapshots) == 1, "\n".join(sorted(snapshots))
