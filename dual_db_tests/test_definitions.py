@@ -164,3 +164,15 @@ def test_engines_never_import_dagster_or_a_layer_above_them() -> None:
                     elif top[0] == "dual_db" and (len(top) < 2 or top[1] not in may_use):
                         problems.append(f"{module.relative_to(package)} imports {name}")
     assert not problems, problems
+
+
+def test_loading_the_definitions_leaves_the_application_stack_unloaded() -> None:
+    """Every run (a one-table redo too) imports the definitions first: the application-side stack that
+    only the baseline and the soak use (SQLAlchemy's asyncio extension, asyncpg) is not loaded then."""
+    probe = (
+        "import sys, dual_db.definitions; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'asyncpg' or m.startswith('dual_db.app') "
+        "or m.startswith('dual_db.measure') or m == 'sqlalchemy.ext.asyncio'))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout

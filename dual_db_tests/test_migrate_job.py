@@ -313,6 +313,36 @@ def test_cli_job_execute_then_verify_then_one_table(
         report = materialized[0].dagster_event.event_specific_data.materialization.metadata
         assert report["summary"].value == "9/9 tables identical, 0 rows missing"
 
+        # The job's executor runs ready steps at once: the two targets' schemas and the backup, all
+        # ready when the routing check passes, ran side by side.
+        migrate_run = next(r for r in runs if r.job_name == "migrate")
+        spans = _step_spans(instance, migrate_run.run_id)
+        side_by_side = ("core__schema", "ai__schema", "source__full_backup")
+        for a in side_by_side:
+            for b in side_by_side:
+                if a < b:
+                    assert spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1], (a, b, spans)
+        # ... and the report, which reads every check's result, started after all of them ended.
+        for run in (migrate_run, verify_run):
+            spans = _step_spans(instance, run.run_id)
+            report_start = spans.pop("verification_report")[0]
+            assert all(end <= report_start for _, end in spans.values()), (run.job_name, spans)
+
+
+def _step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
+    """Each step's (start, end) time in a run, from its STEP_START and STEP_SUCCESS events."""
+    starts: dict[str, float] = {}
+    spans: dict[str, tuple[float, float]] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+            spans[event.step_key] = (starts[event.step_key], entry.timestamp)
+    return spans
+
 
 def test_verify_job_catches_corruption_reading_the_source_as_a_select_only_role(
     environment: Databases, monkeypatch: pytest.MonkeyPatch

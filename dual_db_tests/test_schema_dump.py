@@ -13,7 +13,9 @@ from dual_db.db.urls import DatabaseUrl
 from dual_db.embedded import EmbeddedCluster, pg_bin_dir
 from dual_db.schema import (
     PgToolError,
+    backup_compression,
     check_pg_dump_compatible,
+    choose_backup_compression,
     dump_full_backup,
     dump_schema_sections,
     pg_tool_version,
@@ -117,6 +119,9 @@ def test_full_backup_directory_format(databases: Databases, tmp_path: Path) -> N
     assert result.bytes > 0 and result.seconds >= 0
     assert result.pg_dump_version.startswith("18.")
     assert "--format=directory" in result.command and "--jobs=2" in result.command
+    # The fastest codec of this build: the embedded server's PostgreSQL is built with zlib only.
+    assert result.compression == backup_compression(pg_bin_dir(18)) == "gzip:1"
+    assert "--compress=gzip:1" in result.command
     assert url.password and not any(url.password in arg for arg in result.command)
     listing = subprocess.run(
         [str(pg_bin_dir(18) / "pg_restore"), "--list", str(result.path)],
@@ -173,3 +178,11 @@ def test_old_backups_are_pruned_to_the_newest_n(databases: Databases, tmp_path: 
     assert sorted(deleted) == sorted(paths[:2])
     assert [p.exists() for p in paths] == [False, False, True, True]
     assert (tmp_path / "run9" / "schema").is_dir()
+
+
+def test_backup_codec_is_the_fastest_the_build_has() -> None:
+    assert choose_backup_compression("'--prefix=/x' '--with-zstd' '--with-lz4'", 18) == "zstd:1"
+    assert choose_backup_compression("'--prefix=/x' '--with-lz4'", 17) == "lz4:1"
+    assert choose_backup_compression("'--prefix=/x' '--with-openssl'", 18) == "gzip:1"
+    # pg_dump 15 and older take a gzip level only.
+    assert choose_backup_compression("'--with-zstd'", 15) == "1"

@@ -1,7 +1,17 @@
-"""The executor of every dual-db run: Dagster's in-process executor, guarded against crashed runs.
+"""The executor of every dual-db run: in-process, steps in threads, guarded against crashed runs.
 
 Runs stay in-process: the `snapshot` resource holds the one exported source snapshot that every step
-of a run reads, and resources live once per process. What this adds, for Dagster 1.13:
+of a run reads, and resources live once per process. Dagster's in-process executor runs one step at a
+time, so the core copy, the backup and the checks waited behind the AI copy and its HNSW build. Here
+steps whose inputs are ready run at once, each in its own thread (`max_concurrent`, default 4; 1 is
+Dagster's one-at-a-time order). The work of a step is database I/O, which releases the GIL. Step
+events are written to the instance by the thread that makes them; the plan's bookkeeping (what is
+done, what may start) stays on the run's main thread.
+
+What this adds, for Dagster 1.13:
+
+- Steps of one run share the run's pool slot: a step whose run already holds a slot in its pool runs
+  beside the holder instead of waiting for it (a one-table redo still waits for a running migrate).
 
 - At the start of a run: a run made outside the webserver (`dagster job execute`) is given the origin of
   the code location `dual_db`, so the UI lists it under its job and re-executes it there (run_origin.py).
@@ -17,9 +27,16 @@ of a run reads, and resources live once per process. What this adds, for Dagster
 
 from __future__ import annotations
 
+import functools
 import os
+import queue
+import sys
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 import dagster as dg
 from dagster._core.definitions.executor_definition import (
@@ -29,9 +46,20 @@ from dagster._core.definitions.executor_definition import (
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.api import ExecuteRunWithPlanIterable
-from dagster._core.execution.context.system import PlanExecutionContext, PlanOrchestrationContext
+from dagster._core.execution.compute_logs import create_compute_log_file_key
+from dagster._core.execution.context.system import (
+    PlanExecutionContext,
+    PlanOrchestrationContext,
+    StepExecutionContext,
+)
 from dagster._core.execution.context_creation_job import PlanExecutionContextManager
-from dagster._core.execution.plan.execute_plan import inner_plan_execution_iterator
+from dagster._core.execution.plan.active import ActiveExecution
+from dagster._core.execution.plan.execute_plan import (
+    _handle_compute_log_setup_error,
+    _handle_compute_log_teardown_error,
+    _trigger_hook,
+    dagster_event_sequence_for_step,
+)
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.executor.in_process import InProcessExecutor
@@ -47,6 +75,8 @@ from dual_db.defs.run_origin import adopt_code_location
 HOLDER_RECHECK_SECONDS = 5.0
 # Longest sleep of a blocked run between checks: bounds how late a signal is acted upon.
 MAX_BLOCKED_SLEEP_SECONDS = 0.5
+# Steps of one run at once, unless the run's config says otherwise.
+DEFAULT_MAX_CONCURRENT = 4
 
 
 class GuardedConcurrencyContext(InstanceConcurrencyContext):
@@ -59,13 +89,22 @@ class GuardedConcurrencyContext(InstanceConcurrencyContext):
         self._next_holder_check: dict[str, float] = {}  # per pool, time.monotonic()
         # The holders last reported per pool: one line per pool and change, not one per blocked step.
         self._reported: dict[str, tuple[str, ...]] = {}
+        # Per pool: the step whose claim holds the run's slot, and every step of the run running on it.
+        self._slot_claimed_by: dict[str, str] = {}
+        self._steps_on_slot: dict[str, set[str]] = defaultdict(set)
 
     def claim(self, concurrency_key: str, step_key: str, step_priority: int = 0) -> bool:
         if pop_captured_interrupt():
             raise DagsterExecutionInterruptedError(
                 f"Interrupted by a signal while step {step_key} waited for a slot in pool {concurrency_key}."
             )
+        if concurrency_key in self._slot_claimed_by:
+            # The run holds a slot in this pool already: the pool keeps other runs out, not our steps.
+            self._steps_on_slot[concurrency_key].add(step_key)
+            return True
         if super().claim(concurrency_key, step_key, step_priority):
+            self._slot_claimed_by[concurrency_key] = step_key
+            self._steps_on_slot[concurrency_key].add(step_key)
             if self._reported.pop(concurrency_key, None) is not None:
                 self._log.info(f"Step {step_key} got its slot in pool {concurrency_key}.")
             return True
@@ -86,6 +125,16 @@ class GuardedConcurrencyContext(InstanceConcurrencyContext):
             self._reported[pool] = described
             self._log.warning(_waiting_message(step_key, pool, holders))
 
+    def free_step(self, step_key: str) -> None:
+        # The slot is freed when the last of the run's steps on it is done, under the key that claimed it.
+        for pool, steps in list(self._steps_on_slot.items()):
+            if step_key not in steps:
+                continue
+            steps.discard(step_key)
+            if not steps:
+                del self._steps_on_slot[pool]
+                super().free_step(self._slot_claimed_by.pop(pool))
+
     def interval_to_next_pending_claim_check(self) -> float:
         # Dagster returns min(0, ...) here, which is never positive: the run never slept while blocked.
         if not self._pending_timeouts:
@@ -99,16 +148,110 @@ def _waiting_message(step_key: str, pool: str, holders: list[SlotHolder]) -> str
     return f"Step {step_key} is waiting for a slot in pool {pool}, held by {held_by}."
 
 
-def _guarded_execution_iterator(
+_STEP_DONE = object()
+
+
+@dataclass
+class _RunningStep:
+    context: StepExecutionContext
+    events: list[DagsterEvent] = field(default_factory=list)
+
+
+def _run_step(step_key: str, step_context: StepExecutionContext, out: queue.Queue) -> None:
+    """A step's events, in its own thread, onto the run's queue; then its end (or the error that
+    escaped Dagster's own step error handling)."""
+    try:
+        for event in dagster_event_sequence_for_step(step_context):
+            out.put((step_key, event))
+    except BaseException as exc:  # handed to the main thread, which raises it
+        out.put((step_key, exc))
+    finally:
+        out.put((step_key, _STEP_DONE))
+
+
+def _concurrent_execution_iterator(
     job_context: PlanExecutionContext,
     execution_plan: ExecutionPlan,
+    max_concurrent: int,
 ) -> Iterator[DagsterEvent]:
+    """Dagster's `inner_plan_execution_iterator`, with up to `max_concurrent` steps running at once."""
     guard = RunGuard(job_context.instance, job_context.run_id, job_context.log.warning)
-    with GuardedConcurrencyContext(job_context, guard) as concurrency_context:
-        yield from inner_plan_execution_iterator(job_context, execution_plan, concurrency_context)
+    compute_log_manager = job_context.instance.compute_log_manager
+    step_keys = [step.key for step in execution_plan.get_steps_to_execute_in_topo_order()]
+    with (
+        GuardedConcurrencyContext(job_context, guard) as concurrency_context,
+        ActiveExecution(
+            execution_plan,
+            retry_mode=job_context.retry_mode,
+            max_concurrent=max_concurrent,
+            instance_concurrency_context=concurrency_context,
+            step_dependency_config=job_context.step_dependency_config,
+        ) as active_execution,
+        ExitStack() as capture_stack,
+    ):
+        # One log capture for the whole process, as in-process execution does.
+        file_key = create_compute_log_file_key()
+        log_key = compute_log_manager.build_log_key_for_run(job_context.run_id, file_key)
+        try:
+            log_context = capture_stack.enter_context(compute_log_manager.capture_logs(log_key))
+            yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
+        except Exception:
+            yield from _handle_compute_log_setup_error(job_context, sys.exc_info())
+
+        events: queue.Queue[tuple[str, object]] = queue.Queue()
+        running: dict[str, _RunningStep] = {}
+        while running or not active_execution.is_complete:
+            if pop_captured_interrupt():
+                raise DagsterExecutionInterruptedError(
+                    f"Interrupted by a signal while steps {', '.join(sorted(running)) or '(none)'} ran."
+                )
+            free = max_concurrent - len(running)
+            steps = active_execution.get_steps_to_execute(limit=free) if free > 0 else []
+            yield from active_execution.concurrency_event_iterator(job_context)
+            for step in steps:
+                step_context = job_context.for_step(step, active_execution.get_known_state())
+                running[step.key] = _RunningStep(step_context)
+                threading.Thread(
+                    target=_run_step,
+                    args=(step.key, step_context, events),
+                    name=f"dual-db-step-{step.key}",
+                    daemon=True,
+                ).start()
+            if not running:
+                active_execution.sleep_til_ready()
+                continue
+            try:
+                # A bounded wait: blocked steps re-try their pool claims, signals are acted upon.
+                step_key, item = events.get(timeout=MAX_BLOCKED_SLEEP_SECONDS)
+            except queue.Empty:
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            if item is _STEP_DONE:
+                done = running.pop(step_key)
+                active_execution.verify_complete(job_context, step_key)
+                # Steps skipped because of a failure, or whose inputs will never come.
+                for event in active_execution.plan_events_iterator(job_context):
+                    done.events.append(event)
+                    yield event
+                yield from _trigger_hook(done.context, done.events)
+                continue
+            assert isinstance(item, DagsterEvent)
+            running[step_key].events.append(item)
+            yield item
+            active_execution.handle_event(item)
+
+        try:
+            capture_stack.close()
+        except Exception:
+            yield from _handle_compute_log_teardown_error(job_context, sys.exc_info())
 
 
 class GuardedInProcessExecutor(InProcessExecutor):
+    def __init__(self, *, max_concurrent: int = DEFAULT_MAX_CONCURRENT, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.max_concurrent = max_concurrent
+
     def execute(
         self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
     ) -> Iterator[DagsterEvent]:
@@ -129,7 +272,9 @@ class GuardedInProcessExecutor(InProcessExecutor):
             yield from iter(
                 ExecuteRunWithPlanIterable(
                     execution_plan=plan_context.execution_plan,
-                    iterator=_guarded_execution_iterator,
+                    iterator=functools.partial(
+                        _concurrent_execution_iterator, max_concurrent=self.max_concurrent
+                    ),
                     execution_context_manager=PlanExecutionContextManager(
                         job=plan_context.job,
                         retry_mode=plan_context.retry_mode,
@@ -150,11 +295,32 @@ class GuardedInProcessExecutor(InProcessExecutor):
         )
 
 
-@dg.executor(name="dual_db_in_process", config_schema=IN_PROC_CONFIG)
+EXECUTOR_CONFIG = dg.Field(
+    {
+        **IN_PROC_CONFIG.config_type.fields,  # type: ignore[attr-defined]
+        "max_concurrent": dg.Field(
+            int,
+            default_value=DEFAULT_MAX_CONCURRENT,
+            description="Steps of a run that run at once (threads of the run's process); 1 runs one "
+            "step after another.",
+        ),
+    },
+    description="Execute all steps in a single process, several at once.",
+)
+
+
+@dg.executor(name="dual_db_in_process", config_schema=EXECUTOR_CONFIG)
 def guarded_in_process_executor(init_context: InitExecutorContext) -> GuardedInProcessExecutor:
-    """In-process execution that recovers from crashed runs and can be interrupted while blocked."""
+    """In-process execution, several steps at once, that recovers from crashed runs and can be
+    interrupted while blocked."""
     base = _core_in_process_executor_creation(init_context.executor_config)
+    max_concurrent = int(init_context.executor_config.get("max_concurrent", DEFAULT_MAX_CONCURRENT))
+    if max_concurrent < 1:
+        raise dg.DagsterInvalidConfigError(
+            f"max_concurrent must be at least 1, got {max_concurrent}", [], max_concurrent
+        )
     return GuardedInProcessExecutor(
+        max_concurrent=max_concurrent,
         retries=base.retries,
         step_dependency_config=base.step_dependency_config,
         marker_to_close=base.marker_to_close,

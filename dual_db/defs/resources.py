@@ -1,6 +1,7 @@
 """Dagster resources: one per database, the run's source snapshot, and migration settings."""
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,6 +126,11 @@ class MigrationSettings(dg.ConfigurableResource):
     )
     copy_workers: int = Field(default=4, description="Tables copied in parallel per target.")
     backup_jobs: int = Field(default=2, description="pg_dump -j for the full backup.")
+    backup_compression: str = Field(
+        default="",
+        description="pg_dump --compress for the full backup; empty: the fastest codec the pg_dump build "
+        "has (zstd:1, else lz4:1, else gzip:1).",
+    )
     replace_existing: bool = Field(
         default=False,
         description="Allow replacing tables in a target that dual-db did not create.",
@@ -153,7 +159,8 @@ class SourceSnapshot(dg.ConfigurableResource):
     """The run's one consistent view of the source: an exported snapshot held open for the run.
 
     Opened lazily by the first step that asks for it. The code location runs in-process (see
-    definitions.py), so every step of a run shares this one snapshot. It is released as soon as the
+    definitions.py), so every step of a run shares this one snapshot; steps run in threads, so the
+    opening and the release are serialized by a lock. It is released as soon as the
     last step of the run that reads it is done (`release_after`), not at the end of the run: an open
     snapshot holds back the source's vacuum horizon and keeps ACCESS SHARE locks on every table,
     which must not last through index builds and verification.
@@ -163,15 +170,17 @@ class SourceSnapshot(dg.ConfigurableResource):
 
     _holder: SnapshotHolder | None = PrivateAttr(default=None)
     _finished_readers: set[str] = PrivateAttr(default_factory=set)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def get(self) -> ExportedSnapshot:
-        if self._holder is None:
-            url = self.source.database_url()
-            # Lock the tables pg_dump would lock, so that DDL cannot change a table under a reader.
-            with self.source.get_connection() as conn:
-                tables = [info.table for info in list_tables(conn)]
-            self._holder = SnapshotHolder(url, lock_tables=tables)
-        return self._holder.snapshot
+        with self._lock:
+            if self._holder is None:
+                url = self.source.database_url()
+                # Lock the tables pg_dump would lock, so that DDL cannot change a table under a reader.
+                with self.source.get_connection() as conn:
+                    tables = [info.table for info in list_tables(conn)]
+                self._holder = SnapshotHolder(url, lock_tables=tables)
+            return self._holder.snapshot
 
     @property
     def is_open(self) -> bool:
@@ -180,13 +189,18 @@ class SourceSnapshot(dg.ConfigurableResource):
     def release_after(self, context: dg.AssetExecutionContext, reader_steps: frozenset[str]) -> None:
         """Called by every step in `reader_steps` when it is done, whether it succeeded or not: closes
         the snapshot once no step of this run that reads it is left to run."""
-        self._finished_readers.add(str(context.op_execution_context.op_handle))
         plan = context.instance.get_execution_plan_snapshot(context.run.execution_plan_snapshot_id)
         readers_in_run = set(plan.step_keys_to_execute) & reader_steps
-        if readers_in_run <= self._finished_readers:
-            self.close()
+        with self._lock:
+            self._finished_readers.add(str(context.op_execution_context.op_handle))
+            if readers_in_run <= self._finished_readers:
+                self._close_holder()
 
     def close(self) -> None:
+        with self._lock:
+            self._close_holder()
+
+    def _close_holder(self) -> None:
         if self._holder is not None:
             self._holder.close()
             self._holder = None

@@ -14,7 +14,6 @@ from dual_db.defs.constants import BASELINE
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import SourceDatabase
 from dual_db.defs.state import numeric_metadata
-from dual_db.measure.workload import measure
 
 
 class WorkloadConfig(dg.Config):
@@ -34,6 +33,10 @@ def baseline_metrics(
     context: dg.AssetExecutionContext, config: WorkloadConfig, source: SourceDatabase
 ) -> dg.MaterializeResult:
     with clear_failure(context):
+        # Imported here, not at the top: the application-side stack it loads (SQLAlchemy's asyncio
+        # extension, asyncpg) would otherwise add to the start-up of every run, a one-table redo's too.
+        from dual_db.measure.workload import measure
+
         url = source.database_url()
         measured = measure(url, url, runs=config.runs, rag_queries=config.rag_queries, seed=config.seed)
     for note in measured.notes:

@@ -30,7 +30,6 @@ from dual_db.defs.constants import (
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import AiDatabase, CoreDatabase, SourceDatabase
 from dual_db.defs.state import TableCopyRecord, latest_metadata, numeric_metadata
-from dual_db.measure.workload import measure
 from dual_db.routing import RoutingPlan
 from dual_db.verify import checks as verify
 from dual_db.verify.outcome import CheckOutcome
@@ -146,6 +145,10 @@ def build_soak(
             outcomes[SOFT_REFERENCE_ORPHANS] = probes.orphan_growth(
                 int(previous_run["orphan_rows"]) if "orphan_rows" in previous_run else None, orphan_rows
             )
+
+            # Imported here, not at the top: the application-side stack it loads (SQLAlchemy's asyncio
+            # extension, asyncpg) would otherwise add to the start-up of every run, a one-table redo's too.
+            from dual_db.measure.workload import measure
 
             measured = measure(
                 core.database_url(), ai.database_url(), runs=soak.workload_runs, rag_queries=soak.rag_queries

@@ -36,6 +36,7 @@ def _pg_bin_dir(settings: MigrationSettings) -> Path:
 @dg.asset(
     key=SOURCE_FULL_BACKUP,
     # After the schema dump, which runs every guard: a typo in a URL must not first dump the source.
+    # Beside the table copies, from the same snapshot (steps of a run run at once): off the critical path.
     deps=[SOURCE_SCHEMA_DUMP],
     group_name="source",
     kinds={"postgres"},
@@ -60,6 +61,7 @@ def full_backup(
                 bin_dir=bin_dir,
                 jobs=settings.backup_jobs,
                 snapshot=exported.snapshot_id,
+                compression=settings.backup_compression or None,
             )
         finally:
             snapshot.release_after(context, SNAPSHOT_READER_STEPS)
@@ -72,6 +74,7 @@ def full_backup(
                 "bytes": dg.MetadataValue.int(result.bytes),
                 "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
                 "pg_dump_version": result.pg_dump_version,
+                "compression": result.compression,
                 "restore_with": f"pg_restore --jobs=4 --no-owner --dbname=<new database> {result.path}",
                 **SnapshotRecord.of(exported).to_metadata(),
             }

@@ -28,6 +28,7 @@ from dual_db.defs.constants import (
     SCHEMA_PARITY,
     SEQUENCES_ALIGNED,
     SOURCE_DRIFT,
+    SOURCE_SCHEMA_DUMP,
     VERIFICATION_REPORT,
     table_key,
 )
@@ -102,7 +103,11 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=VERIFICATION_REPORT,
-        deps=list(POST_DATA_ASSETS.values()),
+        # The report reads the checks' results from the event log, so it must run after every step
+        # that makes one: the table steps (count and checksum parity), the schema dump's
+        # routing_complete and the blocking database checks on the post-data assets. Steps of a run
+        # run at once (defs/executor.py), and these deps are what orders the report last.
+        deps=[SOURCE_SCHEMA_DUMP, *table_keys.values(), *POST_DATA_ASSETS.values()],
         group_name="verification",
         kinds={"postgres"},
         description="Per table: source rows, target rows, checksum match; per database: every check; "
