@@ -8,8 +8,8 @@ re-materialized alone, and a corruption found by `verify` with its key range; th
 posting that failure. Through headless chromium: the asset graph, the core group, a table's checks and
 the report render, with their names and row counts, and are saved as screenshots.
 
-One `dagster dev` and one `migrate` serve the whole module; the tests run in the order written (the
-corruption comes after the pages are photographed).
+One `dagster dev` and one `migrate` serve the whole module; the tests run in the order written: the
+pages are photographed right after `migrate`, before any other run changes what they show.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -237,68 +238,6 @@ def test_migrate_launched_from_the_webserver_materializes_every_table_and_passes
     assert report["summary"] == "43/43 tables identical, 0 rows missing"
 
 
-def test_a_dagster_job_execute_run_is_listed_under_its_job_and_reexecutes_in_its_location(
-    stack: Stack, migrated: Migrated
-) -> None:
-    """Item 1 of issue 12 through the real webserver: the README's CLI path, then what the job's Runs
-    page asks the webserver for (job name + repository label tag), and the re-execute button's test
-    (origin and snapshot match the loaded job)."""
-    import subprocess
-
-    cli = subprocess.run(
-        [str(BIN_DIR / "dagster"), "job", "execute", "-m", "dual_db.definitions", "-j", "verify"],
-        cwd=stack.cwd,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert cli.returncode == 0, (cli.stdout + cli.stderr)[-3000:]
-    listed = stack.ui.graphql(
-        """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {
-             runId pipelineSnapshotId parentPipelineSnapshotId
-             repositoryOrigin { repositoryLocationName repositoryName } } } } }""",
-        {"filter": {"pipelineName": "verify", "tags": [{"key": ".dagster/repository", "value": LABEL}]}},
-    )["runsOrError"]["results"]
-    assert len(listed) == 1, listed
-    [run] = listed
-    assert run["repositoryOrigin"] == {"repositoryLocationName": CODE_LOCATION, "repositoryName": REPOSITORY}
-    job = stack.ui.graphql(
-        """query Job($selector: PipelineSelector!) { pipelineOrError(params: $selector) {
-             ... on Pipeline { pipelineSnapshotId } } }""",
-        {
-            "selector": {
-                "pipelineName": "verify",
-                "repositoryName": REPOSITORY,
-                "repositoryLocationName": CODE_LOCATION,
-            }
-        },
-    )["pipelineOrError"]
-    # useJobAvailabilityErrorForRun: origin and snapshot both match, so "Re-execute" shows no warning
-    # (the snapshot of a run of a subset, as `verify`'s checks are, is its parent's).
-    assert (run["parentPipelineSnapshotId"] or run["pipelineSnapshotId"]) == job["pipelineSnapshotId"]
-
-
-def test_rematerializing_one_table_from_the_webserver_touches_only_that_table(
-    stack: Stack, migrated: Migrated
-) -> None:
-    ui = stack.ui
-    keys = [n["assetKey"]["path"] for n in ui.graphql(ASSET_NODES)["assetNodes"]]
-    before = _latest(ui, keys)
-    run_id = ui.launch(CODE_LOCATION, "__ASSET_JOB", asset_selection=[["core", "positions"]])
-    run = ui.wait_for_run(run_id)
-    assert run["status"] == "SUCCESS", ui.failures(run_id)
-    assert [a["path"] for a in run["assetSelection"]] == [["core", "positions"]]
-    after = _latest(ui, keys)
-    changed = {k for k in after if (after[k] or {}).get("runId") != (before[k] or {}).get("runId")}
-    assert changed == {"core/positions"}
-    assert after["core/positions"]["runId"] == run_id
-    metadata = _metadata(after["core/positions"]["metadataEntries"])
-    assert metadata["rows"] == stack.rows["positions"]
-    parity = _check_execution(ui, ["core", "positions"], "checksum_parity")
-    assert (parity["runId"], parity["status"]) == (run_id, "SUCCEEDED")
-
-
 def _wait_and_shoot(page: Any, url: str, expected: list[str], name: str, out: Path) -> str:
     """Opens `url`, waits until every `expected` text is rendered (and no error boundary), saves
     `name`.png and the rendered text as `name`.txt (also when it fails, for the failure's story)."""
@@ -381,6 +320,66 @@ def test_the_ui_pages_render_in_a_browser(
             "verification-report",
             out,
         )
+
+
+def test_a_dagster_job_execute_run_is_listed_under_its_job_and_reexecutes_in_its_location(
+    stack: Stack, migrated: Migrated
+) -> None:
+    """Item 1 of issue 12 through the real webserver: the README's CLI path, then what the job's Runs
+    page asks the webserver for (job name + repository label tag), and the re-execute button's test
+    (origin and snapshot match the loaded job)."""
+    cli = subprocess.run(
+        [str(BIN_DIR / "dagster"), "job", "execute", "-m", "dual_db.definitions", "-j", "verify"],
+        cwd=stack.cwd,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 0, (cli.stdout + cli.stderr)[-3000:]
+    listed = stack.ui.graphql(
+        """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {
+             runId pipelineSnapshotId parentPipelineSnapshotId
+             repositoryOrigin { repositoryLocationName repositoryName } } } } }""",
+        {"filter": {"pipelineName": "verify", "tags": [{"key": ".dagster/repository", "value": LABEL}]}},
+    )["runsOrError"]["results"]
+    assert len(listed) == 1, listed
+    [run] = listed
+    assert run["repositoryOrigin"] == {"repositoryLocationName": CODE_LOCATION, "repositoryName": REPOSITORY}
+    job = stack.ui.graphql(
+        """query Job($selector: PipelineSelector!) { pipelineOrError(params: $selector) {
+             ... on Pipeline { pipelineSnapshotId } } }""",
+        {
+            "selector": {
+                "pipelineName": "verify",
+                "repositoryName": REPOSITORY,
+                "repositoryLocationName": CODE_LOCATION,
+            }
+        },
+    )["pipelineOrError"]
+    # useJobAvailabilityErrorForRun: origin and snapshot both match, so "Re-execute" shows no warning
+    # (the snapshot of a run of a subset, as `verify`'s checks are, is its parent's).
+    assert (run["parentPipelineSnapshotId"] or run["pipelineSnapshotId"]) == job["pipelineSnapshotId"]
+
+
+def test_rematerializing_one_table_from_the_webserver_touches_only_that_table(
+    stack: Stack, migrated: Migrated
+) -> None:
+    ui = stack.ui
+    keys = [n["assetKey"]["path"] for n in ui.graphql(ASSET_NODES)["assetNodes"]]
+    before = _latest(ui, keys)
+    run_id = ui.launch(CODE_LOCATION, "__ASSET_JOB", asset_selection=[["core", "positions"]])
+    run = ui.wait_for_run(run_id)
+    assert run["status"] == "SUCCESS", ui.failures(run_id)
+    assert [a["path"] for a in run["assetSelection"]] == [["core", "positions"]]
+    after = _latest(ui, keys)
+    changed = {k for k in after if (after[k] or {}).get("runId") != (before[k] or {}).get("runId")}
+    assert changed == {"core/positions"}
+    assert after["core/positions"]["runId"] == run_id
+    metadata = _metadata(after["core/positions"]["metadataEntries"])
+    assert metadata["rows"] == stack.rows["positions"]
+    parity = _check_execution(ui, ["core", "positions"], "checksum_parity")
+    assert (parity["runId"], parity["status"]) == (run_id, "SUCCEEDED")
 
 
 def test_verify_from_the_webserver_finds_a_corruption_and_names_its_key_range(
