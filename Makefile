@@ -86,8 +86,14 @@ test: install chromium
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check dual_db dual_db_tests
-	$(BIN)/ruff format --check dual_db dual_db_tests
+	$(BIN)/ruff check dual_db dual_db_tests bench
+	$(BIN)/ruff format --check dual_db dual_db_tests bench
+
+# dual-db's migrate against the floor, pgcopydb, pg_dump/pg_restore and the hand-run runbook, on the
+# bench's own servers (.dual_db/bench/); results in bench/results/. Sizes and repeats: BENCH_SCALES
+# (default 3.5,10: about 350 MiB and 1 GiB), BENCH_REPEATS (3), BENCH_CONTENDERS, BENCH_EXTRAS, BENCH_LABEL.
+bench: install
+	$(BIN)/python -m bench.run
 
 clean: down
 	rm -rf .dual_db

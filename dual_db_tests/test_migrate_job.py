@@ -323,14 +323,39 @@ def test_cli_job_execute_then_verify_then_one_table(
                 if a < b:
                     assert spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1], (a, b, spans)
         # ... and the report, which reads every check's result, started after all of them ended.
-        for run in (migrate_run, verify_run):
-            spans = _step_spans(instance, run.run_id)
+        for done in (migrate_run, verify_run):
+            spans = _step_spans(instance, done.run_id)
             report_start = spans.pop("verification_report")[0]
-            assert all(end <= report_start for _, end in spans.values()), (run.job_name, spans)
+            assert all(end <= report_start for _, end in spans.values()), (done.job_name, spans)
+
+    # A corrupted table fails its blocking check, and with it the table step: the report still runs,
+    # last, and names the table.
+    with connection(environment.core, autocommit=True) as conn:
+        conn.execute("UPDATE positions SET symbol = 'CHANGED' WHERE id = 7")
+    failing = run("job", "execute", "-j", "verify")
+    assert failing.returncode != 0
+    os.environ["DAGSTER_POSTGRES_URL"] = instance_url.sqlalchemy_url()
+    try:
+        instance = dg.DagsterInstance.from_config(str(home))
+    finally:
+        del os.environ["DAGSTER_POSTGRES_URL"]
+    with instance:
+        failed_run = instance.get_runs(limit=1)[0]
+        assert failed_run.job_name == "verify" and not failed_run.is_success
+        failures = {
+            e.dagster_event.step_key: e.dagster_event.event_specific_data.error.message
+            for e in instance.all_logs(failed_run.run_id)
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_FAILURE
+        }
+        assert "core_tables" in failures and "verification_report" in failures, failures
+        assert "8/9 tables identical" in failures["verification_report"], failures
+        spans = _step_spans(instance, failed_run.run_id)
+        report_start = spans.pop("verification_report")[0]
+        assert all(end <= report_start for _, end in spans.values()), spans
 
 
 def _step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
-    """Each step's (start, end) time in a run, from its STEP_START and STEP_SUCCESS events."""
+    """Each step's (start, end) time in a run, from its STEP_START and STEP_SUCCESS/FAILURE events."""
     starts: dict[str, float] = {}
     spans: dict[str, tuple[float, float]] = {}
     for entry in instance.all_logs(run_id):
@@ -339,7 +364,7 @@ def _step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[fl
             continue
         if event.event_type == dg.DagsterEventType.STEP_START:
             starts[event.step_key] = entry.timestamp
-        elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
             spans[event.step_key] = (starts[event.step_key], entry.timestamp)
     return spans
 

@@ -38,6 +38,14 @@ class ColumnInfo:
     # built from user-defined types do), so binary COPY is safe between two different servers.
     binary_portable: bool
     vector_type: str | None  # 'vector' | 'halfvec' | 'sparsevec' for pgvector columns
+    # The type once domains are resolved (an array keeps its array type, e.g. "_text"): what the
+    # fingerprint hashes. `base_builtin` when it is one of PostgreSQL's own types (its OID, its send
+    # function and its binary form are the same on every server); `base_kind` is its pg_type.typtype
+    # ('b' base, 'e' enum, 'c' composite, 'r' range, 'm' multirange); `send_function` its typsend.
+    base_type: str = ""
+    base_builtin: bool = False
+    base_kind: str = ""
+    send_function: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,14 @@ WITH RECURSIVE base AS (
            b.depth + 1
     FROM base b JOIN pg_type t ON t.oid = b.typid
     WHERE (t.typtype = 'd' OR (t.typelem <> 0 AND t.typcategory = 'A')) AND b.depth < 10
+), resolved AS (
+    SELECT a.attnum, a.atttypid AS typid, 0 AS depth
+    FROM pg_attribute a
+    WHERE a.attrelid = %(rel)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+    SELECT r.attnum, t.typbasetype, r.depth + 1
+    FROM resolved r JOIN pg_type t ON t.oid = r.typid
+    WHERE t.typtype = 'd' AND r.depth < 10
 ), non_portable AS (
     -- a column is not binary-portable when its array element or composite type is user-defined
     SELECT DISTINCT b.attnum
@@ -110,9 +126,16 @@ SELECT a.attname,
                  AND EXISTS (SELECT 1 FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
                              WHERE d.classid = 'pg_type'::regclass AND d.objid = bt.oid
                                AND d.deptype = 'e' AND e.extname = 'vector')
-            THEN bt.typname END
+            THEN bt.typname END,
+       dt.typname,
+       dt.oid < %(first_oid)s,
+       dt.typtype::text,
+       (SELECT p.proname FROM pg_proc p WHERE p.oid = dt.typsend)
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
+-- the type with domains (over domains) resolved, as getBaseType does: what the fingerprint hashes
+JOIN resolved r ON r.attnum = a.attnum
+JOIN pg_type dt ON dt.oid = r.typid AND dt.typtype <> 'd'
 JOIN pg_namespace tn ON tn.oid = t.typnamespace
 -- the element type for arrays of vectors (vector[]) is still a vector column
 JOIN pg_type bt ON bt.oid = CASE WHEN t.typelem <> 0 AND t.typcategory = 'A' THEN t.typelem ELSE t.oid END
@@ -144,6 +167,10 @@ def table_columns(conn: psycopg.Connection, table: TableName) -> list[ColumnInfo
             identity=r[7] or "",
             binary_portable=bool(r[8]),
             vector_type=r[9],
+            base_type=r[10],
+            base_builtin=bool(r[11]),
+            base_kind=r[12],
+            send_function=r[13] or "",  # '' for a type without one (typsend = 0)
         )
         for r in rows
     ]

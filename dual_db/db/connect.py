@@ -9,8 +9,9 @@ import psycopg
 
 from dual_db.db.urls import DatabaseUrl
 
-# Settings that change how values print. Pinned for every session so that text-form fingerprints
-# and catalog comparisons never depend on a server's or role's defaults.
+# Settings that change how values print. Pinned for every session so that fingerprints of text forms
+# (text-v1, and the values typed-v2 hashes as text: composites, arrays of user types) and catalog
+# comparisons never depend on a server's or role's defaults.
 PINNED_SETTINGS: dict[str, str] = {
     "DateStyle": "ISO, YMD",
     "IntervalStyle": "postgres",

@@ -62,6 +62,7 @@ from dagster._core.execution.plan.execute_plan import (
 )
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.plan.step import ExecutionStep
 from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.executor.init import InitExecutorContext
 from dagster._utils.interrupts import pop_captured_interrupt
@@ -77,6 +78,10 @@ HOLDER_RECHECK_SECONDS = 5.0
 MAX_BLOCKED_SLEEP_SECONDS = 0.5
 # Steps of one run at once, unless the run's config says otherwise.
 DEFAULT_MAX_CONCURRENT = 4
+# An op tag: the step starts only once every other step of its run has ended, whether they succeeded or
+# failed. For a step that reads the others' results from the event log (the verification report reads
+# every check's), where a dependency would skip it when an upstream check fails.
+RUNS_LAST_TAG = "dual_db/runs_last"
 
 
 class GuardedConcurrencyContext(InstanceConcurrencyContext):
@@ -200,14 +205,21 @@ def _concurrent_execution_iterator(
 
         events: queue.Queue[tuple[str, object]] = queue.Queue()
         running: dict[str, _RunningStep] = {}
-        while running or not active_execution.is_complete:
+        # Steps that start once every other step of the run has ended (RUNS_LAST_TAG).
+        last: list[ExecutionStep] = []
+        while running or last or not active_execution.is_complete:
             if pop_captured_interrupt():
                 raise DagsterExecutionInterruptedError(
                     f"Interrupted by a signal while steps {', '.join(sorted(running)) or '(none)'} ran."
                 )
             free = max_concurrent - len(running)
-            steps = active_execution.get_steps_to_execute(limit=free) if free > 0 else []
+            ready = active_execution.get_steps_to_execute(limit=free) if free > 0 else []
             yield from active_execution.concurrency_event_iterator(job_context)
+            steps = [step for step in ready if (step.tags or {}).get(RUNS_LAST_TAG) != "true"]
+            last += [step for step in ready if step not in steps]
+            if last and not steps and not running and not concurrency_context.has_pending_claims():
+                # Nothing runs, nothing else can start, nothing waits for a slot: the rest has ended.
+                steps, last = last, []
             for step in steps:
                 step_context = job_context.for_step(step, active_execution.get_known_state())
                 running[step.key] = _RunningStep(step_context)

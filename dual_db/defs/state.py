@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 
 from dual_db.db.catalog import ColumnInfo
-from dual_db.db.fingerprint import Fingerprint
+from dual_db.db.fingerprint import TEXT_V1, Fingerprint
 from dual_db.db.names import TableName
 from dual_db.db.snapshot import ExportedSnapshot
 
@@ -137,6 +137,8 @@ class TableCopyRecord:
             "rows_per_second": dg.MetadataValue.float(round(self.rows_per_second, 1)),
             "source_rows": dg.MetadataValue.int(self.source.rows),
             "source_checksum": self.source.checksum,
+            # The row hash both checksums were computed with: a re-check recomputes with the same one.
+            "fingerprint_algorithm": self.source.algorithm,
             "target_checksum": self.target_checksum,
             "copy_format": self.copy_format,
             "empty_method": self.empty_method,
@@ -169,7 +171,12 @@ class TableCopyRecord:
             bytes=int(metadata.get("bytes") or 0),
             seconds=float(metadata.get("seconds") or 0.0),
             snapshot=SnapshotRecord.from_metadata(metadata),
-            source=Fingerprint(int(metadata["source_rows"]), str(metadata["source_checksum"])),
+            # Records written before the algorithm was recorded hold text-v1 checksums.
+            source=Fingerprint(
+                int(metadata["source_rows"]),
+                str(metadata["source_checksum"]),
+                str(metadata.get("fingerprint_algorithm") or TEXT_V1),
+            ),
             target_checksum=str(metadata.get("target_checksum") or ""),
             copy_format=str(metadata.get("copy_format") or ""),
             empty_method=str(metadata.get("empty_method") or ""),

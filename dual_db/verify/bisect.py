@@ -24,11 +24,14 @@ import psycopg
 from psycopg import sql
 
 from dual_db.db.catalog import ColumnInfo, regclass_literal
-from dual_db.db.fingerprint import Fingerprint, row_hash_expression, vector_extension_schema
+from dual_db.db.fingerprint import (
+    CURRENT_ALGORITHM,
+    Fingerprint,
+    row_hash_expression,
+    vector_extension_schema,
+)
 from dual_db.db.names import TableName
 from dual_db.verify.outcome import JSONValue
-
-EMPTY = Fingerprint(rows=0, checksum="0")
 
 # Rows read into Python from each side for the final row-by-row comparison, at most.
 _MAX_ROWS_READ = 10_000
@@ -172,12 +175,14 @@ class _Side:
         table: TableName,
         columns: Sequence[ColumnInfo],
         key: Sequence[KeyColumn],
+        algorithm: str,
     ) -> None:
         self.conn = conn
         self.table = table
         self.key = list(key)
+        self.algorithm = algorithm
         schema = vector_extension_schema(conn) if any(c.vector_type for c in columns) else None
-        self.row_hash = row_hash_expression(columns, vector_schema=schema)
+        self.row_hash = row_hash_expression(columns, vector_schema=schema, algorithm=algorithm)
 
     def _where(self, key_range: KeyRange) -> sql.Composable:
         condition = key_range.condition(self.key)
@@ -202,7 +207,7 @@ class _Side:
         )
         row = self.conn.execute(query).fetchone()
         assert row is not None
-        return Fingerprint(int(row[0]), str(row[1]))
+        return Fingerprint(int(row[0]), str(row[1]), self.algorithm)
 
     def quantiles(self, key_range: KeyRange, rows: int, fanout: int) -> list[Key]:
         """Up to `fanout - 1` keys splitting `key_range` into parts of about `rows / fanout` rows."""
@@ -238,7 +243,10 @@ class _Side:
             t=self.table.ident,
             w=self._where(key_range),
         )
-        return {int(r[0]): Fingerprint(int(r[1]), str(r[2])) for r in self.conn.execute(query).fetchall()}
+        return {
+            int(r[0]): Fingerprint(int(r[1]), str(r[2]), self.algorithm)
+            for r in self.conn.execute(query).fetchall()
+        }
 
     def row_hashes(self, key_range: KeyRange, limit: int) -> dict[Key, list[str]]:
         query = sql.SQL("SELECT {keys}, ({h})::text FROM {t}{w} ORDER BY {order} LIMIT {limit}").format(
@@ -268,17 +276,20 @@ def locate_difference(
     max_rows: int = 64,
     max_depth: int = 24,
     max_listed: int = 20,
+    algorithm: str = CURRENT_ALGORITHM,
 ) -> BisectResult:
     """The first key range (in key order) where source and target differ, and the differing keys in it.
 
-    `columns` is the source's column list: both sides hash the same columns in the same order.
+    `columns` is the source's column list: both sides hash the same columns in the same order, with
+    the row hash of `algorithm` (that of the fingerprint the caller compares with).
     """
     if not key:
         raise ValueError(f"{source_table}: no primary key to bisect on")
     if fanout < 2:
         raise ValueError("fanout must be at least 2")
-    source = _Side(source_conn, source_table, columns, key)
-    target = _Side(target_conn, target_table, columns, key)
+    source = _Side(source_conn, source_table, columns, key, algorithm)
+    target = _Side(target_conn, target_table, columns, key, algorithm)
+    empty = Fingerprint(0, "0", algorithm)
     current = KeyRange(tuple(k.name for k in key))
     source_total = src = source.fingerprint(current)
     target_total = tgt = target.fingerprint(current)
@@ -296,7 +307,7 @@ def locate_difference(
         src_parts = source.bucket_fingerprints(current, bounds)
         tgt_parts = target.bucket_fingerprints(current, bounds)
         for i in range(len(bounds) + 1):
-            s, t = src_parts.get(i, EMPTY), tgt_parts.get(i, EMPTY)
+            s, t = src_parts.get(i, empty), tgt_parts.get(i, empty)
             if s != t:
                 current = KeyRange(
                     current.columns,

@@ -49,7 +49,7 @@ def source_drift(
         cols = list(columns[table]) if columns and table in columns else table_columns(source_conn, table)
         try:
             with savepoint(source_conn):
-                now = table_fingerprint(source_conn, table, cols)
+                now = table_fingerprint(source_conn, table, cols, algorithm=before.algorithm)
         except psycopg.Error as exc:
             drifted.append(f"{table}: cannot fingerprint now: {error_text(exc)}")
             continue

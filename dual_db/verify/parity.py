@@ -96,6 +96,7 @@ def checksum_parity(
         "columns": [c.name for c in columns],
         "source_rows": expected.rows,
         "source_checksum": expected.checksum,
+        "fingerprint_algorithm": expected.algorithm,
     }
     if actual is None:
         assert target_conn is not None, (
@@ -107,7 +108,7 @@ def checksum_parity(
             )
         try:
             with savepoint(target_conn):
-                actual = table_fingerprint(target_conn, t, columns)
+                actual = table_fingerprint(target_conn, t, columns, algorithm=expected.algorithm)
         except psycopg.Error as exc:
             failure = f"{t}: cannot fingerprint the target over the source's columns: {error_text(exc)}"
             return CheckOutcome(False, failure, [failure], meta)
@@ -131,7 +132,9 @@ def checksum_parity(
         else:
             try:
                 with savepoint(source_conn), savepoint(target_conn):
-                    found = locate_difference(source_conn, source_table, target_conn, t, columns, key)
+                    found = locate_difference(
+                        source_conn, source_table, target_conn, t, columns, key, algorithm=expected.algorithm
+                    )
             except psycopg.Error as exc:
                 failures.append(f"{t}: could not locate the differing key range: {error_text(exc)}")
             else:
@@ -212,7 +215,7 @@ def table_parity(
             checksum = checksum_parity(expected, target_conn, table, columns)
             if checksum.passed:
                 return {COUNT_PARITY: count, CHECKSUM_PARITY: checksum}
-            actual_now = _fingerprint_from(checksum)
+            actual_now = _fingerprint_from(checksum, expected.algorithm)
         else:
             actual_now = actual
         if actual_now is None:  # missing table or columns: nothing to bisect
@@ -230,8 +233,8 @@ def table_parity(
     return {COUNT_PARITY: count, CHECKSUM_PARITY: checksum}
 
 
-def _fingerprint_from(outcome: CheckOutcome) -> Fingerprint | None:
+def _fingerprint_from(outcome: CheckOutcome, algorithm: str) -> Fingerprint | None:
     rows, checksum = outcome.metadata.get("target_rows"), outcome.metadata.get("target_checksum")
     if rows is None or checksum is None:
         return None
-    return Fingerprint(int(rows), str(checksum))  # type: ignore[arg-type]
+    return Fingerprint(int(rows), str(checksum), algorithm)  # type: ignore[arg-type]

@@ -38,7 +38,7 @@ def _compare_tables(
             failures.append(f"{table}: missing from the restored database (source: {source})")
             rows.append({"table": table.qualified, "equal": False, "source_rows": source.rows})
             continue
-        restored = table_fingerprint(conn, table)
+        restored = table_fingerprint(conn, table, algorithm=source.algorithm)
         equal = restored == source
         rows.append(
             {

@@ -28,10 +28,10 @@ from dual_db.defs.constants import (
     SCHEMA_PARITY,
     SEQUENCES_ALIGNED,
     SOURCE_DRIFT,
-    SOURCE_SCHEMA_DUMP,
     VERIFICATION_REPORT,
     table_key,
 )
+from dual_db.defs.executor import RUNS_LAST_TAG
 from dual_db.defs.resources import MigrationSettings, SourceDatabase
 from dual_db.defs.state import TableCopyRecord
 from dual_db.defs.verification.checks import to_check_result
@@ -103,11 +103,11 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=VERIFICATION_REPORT,
-        # The report reads the checks' results from the event log, so it must run after every step
-        # that makes one: the table steps (count and checksum parity), the schema dump's
-        # routing_complete and the blocking database checks on the post-data assets. Steps of a run
-        # run at once (defs/executor.py), and these deps are what orders the report last.
-        deps=[SOURCE_SCHEMA_DUMP, *table_keys.values(), *POST_DATA_ASSETS.values()],
+        deps=list(POST_DATA_ASSETS.values()),
+        # The report reads the checks' results from the event log, so it runs after every other step
+        # of its run, the failed ones too (steps of a run run at once: defs/executor.py). A dependency
+        # on the tables would skip it when a table's blocking check fails, which is when it matters.
+        op_tags={RUNS_LAST_TAG: "true"},
         group_name="verification",
         kinds={"postgres"},
         description="Per table: source rows, target rows, checksum match; per database: every check; "
