@@ -13,7 +13,7 @@ SCALE ?= 1
 export DAGSTER_HOME := $(CURDIR)
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install up down status demo demo-source demo-soak dev test lint bench clean
+.PHONY: install chromium up down status demo demo-source demo-soak dev test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,7 +48,7 @@ demo: demo-source
 	summary=$$($(BIN)/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["summary"])' $$report); \
 	echo "migrate finished in $$(( $$(date +%s) - start )) s: $$summary"; \
 	echo "report: $$report"; \
-	echo "the UI: make dev, then http://127.0.0.1:3000 (Assets: source, core, ai, verification_report)"
+	echo "the UI: make dev, then http://127.0.0.1:3000 (Jobs → migrate → Runs: this run; Assets: source, core, ai, verification_report)"
 
 # The demo continued: baseline, cutover, a few rounds of application traffic each followed by a soak
 # run, then the decommission verdict (not ready: the week has not passed).
@@ -70,7 +70,19 @@ demo-soak: demo
 dev: up
 	$(BIN)/dagster dev -w workspace.yaml
 
-test: install
+# The UI tests drive Debian's headless chromium (dual_db_tests/test_ui_end_to_end.py). Installed here when
+# missing and this user may (root, or sudo without a password); otherwise the test fails saying so.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	    echo "chromium is missing and cannot be installed as $$(id -un): apt-get install -y chromium"; exit 0; fi; \
+	  echo "installing chromium for the UI tests (apt-get install -y chromium)"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+	  { $$SUDO apt-get update -q >/dev/null && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	  echo "chromium could not be installed: the UI test will fail until it is"; }
+
+test: install chromium
 	$(BIN)/python -m pytest
 
 lint: install

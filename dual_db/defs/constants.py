@@ -35,6 +35,10 @@ FOREIGN_KEYS_VALID = "foreign_keys_valid"
 SEQUENCES_ALIGNED = "sequences_aligned"
 SOURCE_DRIFT = "source_drift"
 
+# The code location: workspace.yaml and pyproject.toml's [tool.dagster] load this module under this name.
+DEFINITIONS_MODULE = "dual_db.definitions"
+CODE_LOCATION = "dual_db"
+
 # Jobs
 MIGRATE_JOB = "migrate"
 VERIFY_JOB = "verify"

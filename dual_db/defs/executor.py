@@ -13,6 +13,8 @@ What this adds, for Dagster 1.13:
 - Steps of one run share the run's pool slot: a step whose run already holds a slot in its pool runs
   beside the holder instead of waiting for it (a one-table redo still waits for a running migrate).
 
+- At the start of a run: a run made outside the webserver (`dagster job execute`) is given the origin of
+  the code location `dual_db`, so the UI lists it under its job and re-executes it there (run_origin.py).
 - At the start of a run, before any slot is claimed: the run is stamped with its process identity, and
   runs whose process is gone are marked failed and their pool slots freed (`run_guard.RunGuard`).
 - While a step waits for a pool slot: the holders are re-checked every few seconds (a holder that dies
@@ -68,6 +70,7 @@ from dagster._utils.timing import time_execution_scope
 from dagster_shared.utils.timing import format_duration
 
 from dual_db.defs.run_guard import RunGuard, SlotHolder
+from dual_db.defs.run_origin import adopt_code_location
 
 # How often a blocked step re-checks who holds its pool (a database query each time).
 HOLDER_RECHECK_SECONDS = 5.0
@@ -265,6 +268,8 @@ class GuardedInProcessExecutor(InProcessExecutor):
         self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
     ) -> Iterator[DagsterEvent]:
         # As InProcessExecutor.execute, with the guard first and the guarded iterator.
+        # A run made by `dagster job execute` joins the code location `dual_db` (defs/run_origin.py).
+        adopt_code_location(plan_context.instance, plan_context.dagster_run)
         guard = RunGuard(plan_context.instance, plan_context.run_id, plan_context.log.warning)
         guard.stamp()
         guard.recover()
