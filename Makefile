@@ -13,7 +13,7 @@ SCALE ?= 1
 export DAGSTER_HOME := $(CURDIR)
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install chromium up down status demo demo-source demo-soak dev test lint bench clean
+.PHONY: install chromium up down status demo demo-source demo-soak dev test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,8 +82,14 @@ chromium:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
 	  echo "chromium could not be installed: the UI test will fail until it is"; }
 
-test: install chromium
-	$(BIN)/python -m pytest
+# make test: everything but the slow suite, under 15 minutes; make test-slow: the fault suite and the
+# end-to-end suites (crash recovery, the demo's soak week, the UI through dagster dev and chromium).
+# .ci/run runs both.
+test: install
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: install chromium
+	$(BIN)/python -m pytest -m slow
 
 lint: install
 	$(BIN)/ruff check dual_db dual_db_tests bench

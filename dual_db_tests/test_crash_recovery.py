@@ -27,6 +27,9 @@ from dual_db.defs.constants import SOURCE_POOL
 from dual_db_tests.conftest import DatabaseFactory, Databases
 from dual_db_tests.test_migrate_job import AI, CORE, SOURCE_SQL
 
+# The slow suite (make test-slow, which .ci/run also runs): keeps make test under 15 minutes.
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 

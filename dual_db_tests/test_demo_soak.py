@@ -16,6 +16,9 @@ from dual_db.embedded import EmbeddedCluster
 from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan
 from dual_db_tests.conftest import DatabaseFactory
 
+# The slow suite (make test-slow, which .ci/run also runs): keeps make test under 15 minutes.
+pytestmark = pytest.mark.slow
+
 
 def test_demo_through_cutover_traffic_and_soak(
     servers: EmbeddedCluster, new_database: DatabaseFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -28,6 +28,9 @@ from dual_db.routing import RoutingPlan
 from dual_db_tests.conftest import Databases
 from dual_db_tests.test_migrate_job import AI, CORE, SOURCE_SQL
 
+# The slow suite (make test-slow, which .ci/run also runs): keeps make test under 15 minutes.
+pytestmark = pytest.mark.slow
+
 # A table large enough that its copy lasts long enough to be interrupted (≈ 300k rows, ≈ 90 MB).
 TICKS_SQL = """
 CREATE TABLE ticks (id bigint PRIMARY KEY, symbol text NOT NULL, price numeric(18,6), payload text,

@@ -37,6 +37,9 @@ from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan
 from dual_db_tests.cli_support import _DUAL_DB_ENV, BIN_DIR, REPO_ROOT
 from dual_db_tests.ui_support import DagsterUI, chromium_page, start_dagster_dev, stop_process_group
 
+# The slow suite (make test-slow, which .ci/run also runs): keeps make test under 15 minutes.
+pytestmark = pytest.mark.slow
+
 SCALE = 0.01
 SEED = 7
 REPOSITORY = "__repository__"
