@@ -317,11 +317,7 @@ def test_cli_job_execute_then_verify_then_one_table(
     for secret in (environment.source.password, environment.core.password, environment.ai.password):
         assert secret and secret not in output
 
-    os.environ["DAGSTER_POSTGRES_URL"] = instance_url.sqlalchemy_url()
-    try:
-        instance = dg.DagsterInstance.from_config(str(home))
-    finally:
-        del os.environ["DAGSTER_POSTGRES_URL"]
+    instance = _instance_at(home, instance_url.sqlalchemy_url())
     with instance:
         runs = instance.get_runs()
         assert len(runs) == 3 and all(r.is_success for r in runs)
@@ -363,11 +359,7 @@ def test_cli_job_execute_then_verify_then_one_table(
         conn.execute("UPDATE positions SET symbol = 'CHANGED' WHERE id = 7")
     failing = run("job", "execute", "-j", "verify")
     assert failing.returncode != 0
-    os.environ["DAGSTER_POSTGRES_URL"] = instance_url.sqlalchemy_url()
-    try:
-        instance = dg.DagsterInstance.from_config(str(home))
-    finally:
-        del os.environ["DAGSTER_POSTGRES_URL"]
+    instance = _instance_at(home, instance_url.sqlalchemy_url())
     with instance:
         failed_run = instance.get_runs(limit=1)[0]
         assert failed_run.job_name == "verify" and not failed_run.is_success
@@ -381,6 +373,17 @@ def test_cli_job_execute_then_verify_then_one_table(
         spans = _step_spans(instance, failed_run.run_id)
         report_start = spans.pop("verification_report")[0]
         assert all(end <= report_start for _, end in spans.values()), spans
+
+
+def _instance_at(home: Path, storage_url: str) -> dg.DagsterInstance:
+    """The instance of DAGSTER_HOME `home`, whose dagster.yaml reads its storage URL from the environment."""
+    import os
+
+    os.environ["DAGSTER_POSTGRES_URL"] = storage_url
+    try:
+        return dg.DagsterInstance.from_config(str(home))
+    finally:
+        del os.environ["DAGSTER_POSTGRES_URL"]
 
 
 def _step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
