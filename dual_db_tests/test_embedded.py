@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_postgres.event_log import PostgresEventLogStorage
 
 from dual_db.db.connect import connection
 from dual_db.db.urls import DatabaseUrl
@@ -99,18 +100,21 @@ def test_dagster_instance_storage_records_runs_on_the_written_url(
                 return int(row[0]) if row else 0
 
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
             result = dg.materialize([hello], instance=instance)
             assert result.success
             before = sessions()
-            for _ in range(5):
+            for _ in range(10):
                 assert dg.materialize([hello], instance=instance).success
             opened = sessions() - before
             records = instance.fetch_materializations(dg.AssetKey("hello"), limit=1).records
             assert len(records) == 1
-        # Five runs store dozens of events; the pooled storage reuses its connections for them
-        # (dagster-postgres alone would open one per event).
-        events = len(instance.all_logs(result.run_id)) * 5
-        assert opened < events / 3, (opened, events)
+        # Ten runs store over a hundred events, a materialization with tags in each; the pool opened
+        # for the first run serves them. dagster-postgres alone opens a connection per event, and with
+        # a pool of one connection, storing each materialization opened and closed a second one (its
+        # has_table probe): 11 here.
+        events = len(instance.all_logs(result.run_id)) * 10
+        assert events > 100
+        assert opened <= 2, (opened, events)
     finally:
         os.environ.pop("DAGSTER_POSTGRES_URL", None)
