@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_postgres.event_log import PostgresEventLogStorage
 
 from dual_db.alerting import (
     MAX_TEXT_VALUE,
@@ -95,7 +96,7 @@ def instance(
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", instance_db.sqlalchemy_url("psycopg2"))
     (tmp_path / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
     with dg.DagsterInstance.from_config(str(tmp_path)) as postgres_instance:
-        assert type(postgres_instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert isinstance(postgres_instance.event_log_storage, PostgresEventLogStorage)
         yield postgres_instance
 
 
