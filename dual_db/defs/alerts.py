@@ -15,7 +15,6 @@ import os
 import time
 
 import dagster as dg
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from dual_db.alerting import (
     POST_TIMEOUT_SECONDS,
@@ -84,7 +83,7 @@ def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult
     url = os.environ.get(WEBHOOK_URL_ENV, "").strip()
     if not url:
         return dg.SkipReason(f"{WEBHOOK_URL_ENV} is not set: no alerts are posted")
-    if isinstance(context.instance.event_log_storage, SqliteEventLogStorage):
+    if context.instance.event_log_storage.is_run_sharded:
         # Dagster's default SQLite storage keeps one event table per run: storage ids restart in each
         # run, so they cannot be a cursor. The project's dagster.yaml stores events in PostgreSQL.
         return dg.SkipReason(
