@@ -6,7 +6,8 @@ Order and parallelism, as pg_restore -j does it, plus what pgvector needs:
 3. vector indexes (HNSW, IVFFlat) last, one at a time, each with `maintenance_work_mem` sized to its
    graph and parallel maintenance workers: an HNSW graph that does not fit in memory builds several
    times slower;
-4. everything else (triggers, comments on indexes, ...); then ANALYZE.
+4. everything else (triggers, comments on indexes, ...); then planner statistics: the source's,
+   imported, where the servers allow it, else ANALYZE (statistics.py).
 
 Statements that already exist (a re-run of this step) are skipped, so the step can be re-materialized.
 """
@@ -32,6 +33,7 @@ from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 from dual_db.schema.split import POST_PARTS
 from dual_db.schema.statements import Statement, is_session_setting, statements_of
+from dual_db.schema.statistics import StatisticsOutcome, refresh_statistics
 
 _COUNT_LOCK = threading.Lock()
 # How often a long index build reports its progress.
@@ -60,7 +62,7 @@ class PostDataReport:
     foreign_key_seconds: float = 0.0
     vector_indexes: list[VectorIndexBuild] = field(default_factory=list)
     other_seconds: float = 0.0
-    analyze_seconds: float = 0.0
+    statistics: StatisticsOutcome = field(default_factory=StatisticsOutcome)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,7 +73,7 @@ class PostDataReport:
             "index_seconds": round(self.index_seconds, 3),
             "foreign_key_seconds": round(self.foreign_key_seconds, 3),
             "other_seconds": round(self.other_seconds, 3),
-            "analyze_seconds": round(self.analyze_seconds, 3),
+            **self.statistics.to_dict(),
             "seconds": round(self.seconds, 3),
             "vector_indexes": [vars(v) for v in self.vector_indexes],
         }
@@ -235,11 +237,15 @@ def build_post_data(
     *,
     max_index_memory: str = "1GB",
     workers: int = 2,
+    tables: Sequence[TableName] | None = None,
+    statistics: str = "",
     log: Callable[[str], None] = lambda _msg: None,
     progress_every: float = PROGRESS_SECONDS,
 ) -> PostDataReport:
     """Apply post-data `parts` (scripts keyed 'indexes', 'foreign_keys', 'vector_indexes',
-    'triggers_and_other', as the schema split produces them) in that order, then ANALYZE.
+    'triggers_and_other', as the schema split produces them) in that order, then give `tables` (default:
+    every user table) planner statistics: the source's from `statistics` (pg_dump --statistics-only),
+    else ANALYZE.
 
     A vector index build reports its phase and how far it is to `log` every `progress_every` seconds
     (from the calling thread)."""
@@ -262,7 +268,8 @@ def build_post_data(
     for statement in body["indexes"]:
         per_table[_relation_of(statement.node)].append(statement)
     with connection(url, autocommit=True) as conn:
-        sizes = {info.table: info.bytes for info in list_tables(conn)}
+        user_tables = list_tables(conn)
+    sizes = {info.table: info.bytes for info in user_tables}
     groups = sorted(per_table.items(), key=lambda item: -sizes.get(item[0], 0) if item[0] else 0)
     phase = time.monotonic()
     _run_grouped(url, [g for _, g in groups], settings, workers, report)
@@ -304,27 +311,14 @@ def build_post_data(
     _run_grouped(url, [body["triggers_and_other"]], settings, 1, report)
     report.other_seconds = time.monotonic() - phase
 
-    phase = time.monotonic()
-    analyze_tables(url, workers=workers)
-    report.analyze_seconds = time.monotonic() - phase
+    if tables is None:
+        tables = [info.table for info in user_tables]
+    report.statistics = refresh_statistics(url, tables, statistics, workers=workers)
+    outcome = report.statistics
+    log(
+        f"statistics: the source's for {len(outcome.imported)} table(s), ANALYZE for "
+        f"{len(outcome.analyzed)}{f' ({outcome.reason})' if outcome.analyzed else ''} "
+        f"in {outcome.seconds:.1f}s"
+    )
     report.seconds = time.monotonic() - started
     return report
-
-
-def analyze_tables(url: DatabaseUrl, *, workers: int = 2) -> None:
-    """ANALYZE every user table, several at a time (fresh statistics before the first query)."""
-    with connection(url, autocommit=True) as conn:
-        tables = [info.table for info in list_tables(conn)]
-    if not tables:
-        return
-
-    def run(chunk: list[TableName]) -> None:
-        with connection(url, autocommit=True, application_name="dual-db analyze") as conn:
-            for table in chunk:
-                conn.execute(sql.SQL("ANALYZE {}").format(table.ident))
-
-    n = max(1, min(workers, len(tables)))
-    chunks = [tables[i::n] for i in range(n)]
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        for future in [pool.submit(run, chunk) for chunk in chunks]:
-            future.result()

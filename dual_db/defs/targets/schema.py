@@ -27,9 +27,11 @@ from dual_db.defs.resources import (
 from dual_db.defs.state import SchemaFilesRecord, SequencesRecord
 from dual_db.preflight import preflight
 from dual_db.routing import RoutingPlan
+from dual_db.schema.dump import resolve_pg_bin_dir
 from dual_db.schema.ownership import prepare_target
 from dual_db.schema.post_data import build_post_data
 from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
+from dual_db.schema.statistics import dump_statistics
 
 
 @functools.lru_cache(maxsize=2)
@@ -157,10 +159,11 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
         kinds={"postgres"} if target == "core" else {"postgres", "pgvector"},
         description=(
             "Indexes, constraints and triggers of the core tables, built after the copy; sequences "
-            "aligned with the source; statistics refreshed."
+            "aligned with the source; the source's planner statistics imported (ANALYZE where they "
+            "cannot be)."
             if target == "core"
             else "Indexes of the AI tables, HNSW/IVFFlat last with memory sized to the graph and "
-            "parallel workers; statistics refreshed."
+            "parallel workers; the source's planner statistics imported (ANALYZE where they cannot be)."
         ),
     )
     def post_data(
@@ -176,11 +179,18 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
                 context.instance, SCHEMA_ASSETS[target], post_key="post_data_dir"
             )
             post_dir = files.post_data_path
+            tables = plan.tables(target)
+            # The source's planner statistics for these tables (read-only; "" before pg_dump 18).
+            statistics = dump_statistics(
+                source.database_url(), tables, bin_dir=resolve_pg_bin_dir(settings.resolved_pg_bin_dir())
+            )
             report = build_post_data(
                 target_db.database_url(),
                 {part: (post_dir / f"post_data_{part}.sql").read_text() for part in POST_PARTS},
                 max_index_memory=settings.max_index_memory,
                 workers=settings.copy_workers,
+                tables=tables,
+                statistics=statistics,
                 log=context.log.info,
             )
             with (
