@@ -22,6 +22,7 @@ from dual_db.embedded import EmbeddedCluster
 from dual_db.verify.bisect import first_differing_range
 from dual_db.verify.checks import checksum_parity, count_parity
 from dual_db.verify.outcome import CheckOutcome
+from dual_db.verify.parity import table_parity
 from dual_db_tests.conftest import DatabaseFactory
 from dual_db_tests.verify_support import LazyDatabases, run_all, session, source_session
 
@@ -300,3 +301,32 @@ def test_first_differing_range_gives_the_dagster_layer_a_json_summary(copied: La
     assert "id >= '" in str(found["range"]) or "id < '" in str(found["range"])
     deleted = str(uuid.UUID(hashlib.md5(b"u77").hexdigest()))
     assert found["differences"] == [{"kind": "missing_in_target", "key": [deleted]}]
+
+
+def test_a_recheck_reads_each_target_table_once(copied: LazyDatabases) -> None:
+    """`verify` re-checks count and checksum from one fingerprint scan of the target, not two scans."""
+    recorded = _snapshot(copied.source, ["positions", "users"])
+
+    def scans() -> dict[str, int]:
+        with session(copied.core) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            rows = conn.execute(
+                "SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname IN ('positions', 'users')"
+            ).fetchall()
+        return {name: int(n) for name, n in rows}
+
+    before = scans()
+    for name in ("positions", "users"):
+        expected, columns = recorded[name]
+        outcomes = table_parity(
+            expected,
+            TableName.parse(name),
+            columns,
+            source_url=copied.source,
+            target_url=copied.core,
+            snapshot_id=None,
+        )
+        assert all(o.passed for o in outcomes.values()), outcomes
+        assert outcomes["count_parity"].metadata["target_rows"] == expected.rows
+    after = scans()  # table_parity's session has ended: its counters are flushed
+    assert {name: after[name] - before[name] for name in after} == {"positions": 1, "users": 1}

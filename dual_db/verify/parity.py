@@ -210,13 +210,15 @@ def table_parity(
             CHECKSUM_PARITY: checksum_parity(expected, None, table, columns, actual=actual),
         }
     with connection(target_url, autocommit=True, application_name="dual-db verify") as target_conn:
-        count = count_parity(expected, target_conn, table, actual=actual)
         if actual is None:
+            # One scan: the fingerprint carries the row count (a separate count(*) read it again).
             checksum = checksum_parity(expected, target_conn, table, columns)
+            actual_now = _fingerprint_from(checksum, expected.algorithm)
+            count = count_parity(expected, None if actual_now else target_conn, table, actual=actual_now)
             if checksum.passed:
                 return {COUNT_PARITY: count, CHECKSUM_PARITY: checksum}
-            actual_now = _fingerprint_from(checksum, expected.algorithm)
         else:
+            count = count_parity(expected, target_conn, table, actual=actual)
             actual_now = actual
         if actual_now is None:  # missing table or columns: nothing to bisect
             return {COUNT_PARITY: count, CHECKSUM_PARITY: checksum}
