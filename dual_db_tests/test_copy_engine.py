@@ -5,11 +5,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from dual_db.copy.engine import CopyError, CopyProgress, align_all_sequences, copy_tables
+from dual_db.copy.engine import CopyError, CopyProgress, align_all_sequences, copy_table, copy_tables
 from dual_db.db.connect import connection
 from dual_db.db.fingerprint import table_fingerprint
 from dual_db.db.names import TableName
-from dual_db.db.snapshot import SnapshotHolder
+from dual_db.db.snapshot import SnapshotHolder, close_snapshot_session, snapshot_session_connection
 from dual_db_tests.conftest import Databases
 
 SCHEMA = """
@@ -287,3 +287,69 @@ def test_a_table_named_like_an_injection_is_just_a_name(pair: Databases) -> None
     )
     with connection(pair.core) as conn:
         assert conn.execute("SELECT to_regclass('public.parent')").fetchone() == ("parent",)
+
+
+def test_a_large_tables_source_fingerprint_runs_beside_its_copy_in_the_snapshot(pair: Databases) -> None:
+    """Tables from `parallel_fingerprint_bytes` on are fingerprinted on a second source session while
+    their COPY streams; that session reads the same snapshot (rows written later are in neither)."""
+    sizes = {TableName("public", "child"): 10, TableName("public", "parent"): 10}
+    with SnapshotHolder(pair.source, lock_tables=TABLES) as snapshot:
+        with connection(pair.source, autocommit=True) as conn:
+            conn.execute("INSERT INTO child (parent_id, note) SELECT id, 'late' FROM parent LIMIT 5")
+        run = copy_tables(
+            pair.source,
+            pair.core,
+            TABLES,
+            snapshot_id=snapshot.snapshot_id,
+            workers=2,
+            sizes=sizes,
+            parallel_fingerprint_bytes=10,
+        )
+    assert run.ok, run.errors
+    beside = {r.table.name: r.fingerprint_beside_copy for r in run.results}
+    assert beside == {"Daily P&L": False, "parent": True, "child": True, "order": False}
+    for result in run.results:
+        assert result.source_fingerprint == result.target_fingerprint, result.table
+    assert {r.table.name: r.rows for r in run.results}["child"] == 3000
+
+
+def test_the_fingerprint_beside_the_copy_overlaps_it(databases: Databases) -> None:
+    """While the COPY streams, the second session is busy hashing the same table."""
+    table = TableName("public", "wide")
+    for url in (databases.source, databases.core):
+        with connection(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE wide (id int PRIMARY KEY, a text, b text, c numeric)")
+    with connection(databases.source, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO wide SELECT g, md5(g::text), repeat(md5((g * 7)::text), 3), g / 3.0 "
+            "FROM generate_series(1, 300000) g"
+        )
+    seen: list[str] = []
+    with SnapshotHolder(databases.source, lock_tables=[table]) as snapshot:
+        src = snapshot_session_connection(databases.source, snapshot.snapshot_id)
+        beside = snapshot_session_connection(databases.source, snapshot.snapshot_id)
+        watcher = psycopg.connect(databases.source.uri(), autocommit=True)
+        try:
+
+            def watch(_nbytes: int) -> None:
+                row = watcher.execute(
+                    "SELECT state FROM pg_stat_activity WHERE pid = %s", (beside.info.backend_pid,)
+                ).fetchone()
+                seen.append(row[0] if row else "gone")
+
+            with connection(databases.core, autocommit=True) as tgt:
+                result = copy_table(
+                    src,
+                    tgt,
+                    table,
+                    snapshot_id=snapshot.snapshot_id,
+                    block_callback=watch,
+                    fingerprint_session=beside,
+                )
+        finally:
+            watcher.close()
+            close_snapshot_session(beside)
+            close_snapshot_session(src)
+    assert result.fingerprint_beside_copy and result.rows == 300000
+    assert result.source_fingerprint == result.target_fingerprint
+    assert "active" in seen, seen[:10]

@@ -66,6 +66,8 @@ class TableCopyResult:
     source_fingerprint_seconds: float = 0.0
     copy_seconds: float = 0.0
     target_fingerprint_seconds: float = 0.0
+    # The source was fingerprinted on a second session while the COPY streamed (not before it).
+    fingerprint_beside_copy: bool = False
     # The target table's size right after the load (pg_table_size: heap and TOAST, no indexes).
     size_bytes: int = 0
 
@@ -78,6 +80,10 @@ class TableCopyResult:
 
 # Bytes of COPY data gathered from the source's rows before one write to the target.
 COPY_BATCH_BYTES = 128 * 1024
+# From this size on, a table's source fingerprint runs on a second session in the same snapshot while
+# the COPY streams, instead of before it: the largest table (the vector table) is the start of the
+# longest chain of a run (its copy, then its HNSW build), and its fingerprint was a third of its copy.
+PARALLEL_FINGERPRINT_BYTES = 32 * 1024 * 1024
 
 
 def _column_list(columns: Sequence[ColumnInfo]) -> sql.Composable:
@@ -101,10 +107,13 @@ def copy_table(
     snapshot_id: str | None,
     fingerprint: bool = True,
     block_callback: Callable[[int], None] | None = None,
+    fingerprint_session: psycopg.Connection | None = None,
 ) -> TableCopyResult:
     """Copy one table. `source` must already be inside the snapshot transaction (`snapshot_session`).
 
     `target` must be in autocommit mode, so that the load is its own transaction and commits on success.
+    With `fingerprint_session` (another session in the same snapshot), the source is fingerprinted
+    there while the COPY streams; without it, on `source` before the COPY.
     """
     if not target.autocommit:
         raise ValueError("copy_table needs an autocommit target connection")
@@ -119,17 +128,82 @@ def copy_table(
     missing = sorted({c.name for c in copied} - {c.name for c in target_columns})
     if missing:
         raise CopyError(f"table {table}: target lacks column(s) {', '.join(missing)}")
-    copy_format = choose_format(copied, target_columns)
-    options = sql.SQL("(FORMAT binary)") if copy_format == "binary" else sql.SQL("(FORMAT text)")
+
+    def fingerprint_source(session: psycopg.Connection) -> tuple[Fingerprint, float]:
+        phase = time.monotonic()
+        found = table_fingerprint(session, table, columns, vector_schema=vector_extension_schema(session))
+        return found, time.monotonic() - phase
 
     source_fingerprint: Fingerprint | None = None
+    source_fingerprint_seconds = 0.0
+    beside = fingerprint and fingerprint_session is not None
+    if beside:
+        assert fingerprint_session is not None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dual-db-fingerprint") as side:
+            pending = side.submit(fingerprint_source, fingerprint_session)
+            load = _load(source, target, table, copied, target_columns, block_callback)
+        source_fingerprint, source_fingerprint_seconds = pending.result()
+    else:
+        if fingerprint:
+            source_fingerprint, source_fingerprint_seconds = fingerprint_source(source)
+        load = _load(source, target, table, copied, target_columns, block_callback)
+    size_row = target.execute("SELECT pg_table_size(%s::regclass)", (regclass_literal(table),)).fetchone()
+
+    target_fingerprint: Fingerprint | None = None
     phase = time.monotonic()
     if fingerprint:
-        source_fingerprint = table_fingerprint(
-            source, table, columns, vector_schema=vector_extension_schema(source)
+        # Read back what the target committed, hashed over the source's column list: this is what
+        # count_parity and checksum_parity compare with the source's fingerprint at the snapshot.
+        target_fingerprint = table_fingerprint(
+            target, table, columns, vector_schema=vector_extension_schema(target)
         )
-    source_fingerprint_seconds = time.monotonic() - phase
+    target_fingerprint_seconds = time.monotonic() - phase
+    return TableCopyResult(
+        table=table,
+        rows=load.rows,
+        bytes=load.bytes,
+        seconds=time.monotonic() - started,
+        snapshot_id=snapshot_id,
+        copy_format=load.copy_format,
+        empty_method=load.empty_method,
+        replaced_rows=load.replaced_rows,
+        source_fingerprint=source_fingerprint,
+        target_fingerprint=target_fingerprint,
+        columns=columns,
+        sequences=load.sequences,
+        source_fingerprint_seconds=source_fingerprint_seconds,
+        copy_seconds=load.seconds,
+        target_fingerprint_seconds=target_fingerprint_seconds,
+        size_bytes=int(size_row[0]) if size_row and size_row[0] is not None else 0,
+        fingerprint_beside_copy=beside,
+    )
 
+
+@dataclass(frozen=True)
+class _Load:
+    """What streaming one table did (`_load`)."""
+
+    seconds: float
+    rows: int
+    bytes: int
+    empty_method: str
+    replaced_rows: int
+    copy_format: str
+    sequences: list[SequenceValue]
+
+
+def _load(
+    source: psycopg.Connection,
+    target: psycopg.Connection,
+    table: TableName,
+    copied: Sequence[ColumnInfo],
+    target_columns: Sequence[ColumnInfo],
+    block_callback: Callable[[int], None] | None,
+) -> _Load:
+    """Empty `table` on the target and stream the source's rows into it, in one target transaction."""
+    copy_format = choose_format(copied, target_columns)
+    options = sql.SQL("(FORMAT binary)") if copy_format == "binary" else sql.SQL("(FORMAT text)")
+    nbytes = 0
     phase = time.monotonic()
     with target.transaction():
         # Loading must neither fire user triggers (an updated_at trigger would rewrite values) nor
@@ -153,7 +227,6 @@ def copy_table(
         load_options = options
         if freeze:
             load_options = sql.SQL("(FORMAT {}, FREEZE)").format(sql.SQL(copy_format))
-        nbytes = 0
         copy_out = sql.SQL("COPY {} ({}) TO STDOUT {}").format(table.ident, _column_list(copied), options)
         copy_in = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
             table.ident, _column_list(copied), load_options
@@ -181,36 +254,7 @@ def copy_table(
                     flush()
             rows = in_cur.rowcount
         sequences = _align_owned_sequences(source, target, table)
-    copy_seconds = time.monotonic() - phase
-    size_row = target.execute("SELECT pg_table_size(%s::regclass)", (regclass_literal(table),)).fetchone()
-
-    target_fingerprint: Fingerprint | None = None
-    phase = time.monotonic()
-    if fingerprint:
-        # Read back what the target committed, hashed over the source's column list: this is what
-        # count_parity and checksum_parity compare with the source's fingerprint at the snapshot.
-        target_fingerprint = table_fingerprint(
-            target, table, columns, vector_schema=vector_extension_schema(target)
-        )
-    target_fingerprint_seconds = time.monotonic() - phase
-    return TableCopyResult(
-        table=table,
-        rows=rows,
-        bytes=nbytes,
-        seconds=time.monotonic() - started,
-        snapshot_id=snapshot_id,
-        copy_format=copy_format,
-        empty_method=empty_method,
-        replaced_rows=replaced_rows,
-        source_fingerprint=source_fingerprint,
-        target_fingerprint=target_fingerprint,
-        columns=columns,
-        sequences=sequences,
-        source_fingerprint_seconds=source_fingerprint_seconds,
-        copy_seconds=copy_seconds,
-        target_fingerprint_seconds=target_fingerprint_seconds,
-        size_bytes=int(size_row[0]) if size_row and size_row[0] is not None else 0,
-    )
+    return _Load(time.monotonic() - phase, rows, nbytes, empty_method, replaced_rows, copy_format, sequences)
 
 
 def _align_owned_sequences(
@@ -291,6 +335,7 @@ def copy_tables(
     target_name: str = "target",
     on_progress: Callable[[CopyProgress], None] | None = None,
     progress_every: float = 5.0,
+    parallel_fingerprint_bytes: int = PARALLEL_FINGERPRINT_BYTES,
 ) -> CopyRun:
     """Copy `tables` with `workers` parallel streams, largest first (the longest table starts first, so
     the run is not left waiting on one big table at the end).
@@ -300,7 +345,8 @@ def copy_tables(
     open, a worker that cannot connect leaves the queue to the others, and when no worker can connect
     the remaining tables fail with the connection error. With `stop_on_error` no new table starts
     after the first failure. `on_progress` hears each table land or fail, and every `progress_every`
-    seconds while rows stream (called from the worker threads).
+    seconds while rows stream (called from the worker threads). Tables of `parallel_fingerprint_bytes`
+    or more (by `sizes`) are fingerprinted on the source beside their COPY, on a second session.
     """
     started = time.monotonic()
     order = sorted(tables, key=lambda t: (-(sizes or {}).get(t, 0), t))
@@ -387,8 +433,41 @@ def copy_tables(
             finally:
                 close_snapshot_session(src_conn)
 
+    def fingerprint_session_for(
+        table: TableName, held: list[psycopg.Connection]
+    ) -> psycopg.Connection | None:
+        """A second session in the snapshot for a large table's source fingerprint (opened once per
+        streak, kept in `held`); None for small tables, without a snapshot, or when it cannot open."""
+        if not fingerprint or snapshot_id is None or (sizes or {}).get(table, 0) < parallel_fingerprint_bytes:
+            return None
+        if not held:
+            try:
+                held.append(
+                    snapshot_session_connection(
+                        source_url, snapshot_id, application_name="dual-db fingerprint"
+                    )
+                )
+            except Exception as exc:
+                with lock:
+                    warnings.append(
+                        f"{table}: no second source session for its fingerprint ({exc}); "
+                        "fingerprinted before its copy instead"
+                    )
+                return None
+        return held[0]
+
     def _copy_streak(src_conn: psycopg.Connection, tgt_conn: psycopg.Connection) -> None:
         """Copy tables on these sessions until the queue is empty or a table fails."""
+        held: list[psycopg.Connection] = []
+        try:
+            _copy_tables_of_streak(src_conn, tgt_conn, held)
+        finally:
+            for session in held:
+                close_snapshot_session(session)
+
+    def _copy_tables_of_streak(
+        src_conn: psycopg.Connection, tgt_conn: psycopg.Connection, held: list[psycopg.Connection]
+    ) -> None:
         table = next_table()
         while table is not None:
             with lock:
@@ -401,6 +480,7 @@ def copy_tables(
                     snapshot_id=snapshot_id,
                     fingerprint=fingerprint,
                     block_callback=on_block,
+                    fingerprint_session=fingerprint_session_for(table, held),
                 )
             except Exception as exc:
                 with lock:
