@@ -11,8 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from dual_db.db.names import TableName
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase, SourceSnapshot
 from dual_db.defs.source.assets import schema_dump
+from dual_db.defs.targets.tables import copy_failure_description
 from dual_db.embedded import EmbeddedCluster
 from dual_db.routing import RoutingPlan, RoutingPlanError
 from dual_db_tests.cli_support import DagsterProject, make_project, step_failure_descriptions
@@ -157,3 +159,27 @@ def test_clear_failure_turns_a_guard_error_into_a_one_line_step_failure(database
     assert [r.user_message for r in errors] == [description]
     assert failure.step_failure_data.error is not None
     assert "GuardError" in failure.step_failure_data.error.to_string()
+
+
+def test_a_copy_that_fails_every_table_says_so_in_one_short_line() -> None:
+    """A target server stopped mid-copy fails every table with a long libpq message each: the first
+    line names the first table's error and the others by name; every error follows on its own line."""
+    libpq = (
+        'connection failed: connection to server at "127.0.0.1", port 51145 failed: FATAL:  the database '
+        "system is shutting down; " * 3
+    )
+    failed = {
+        TableName("public", f"table_{i:02d}"): f"table table_{i:02d} was not copied: {libpq}"
+        for i in range(12)
+    }
+
+    description = copy_failure_description("core", failed, 40)
+
+    first, *details = description.splitlines()
+    assert len(first) < 600, first
+    assert first.startswith(
+        "12 of 40 table(s) failed to copy to core: table_00: table table_00 was not copied"
+    )
+    assert "also table_01, table_02" in first and "and 3 more" in first
+    assert first.endswith("re-materialize it or re-run migrate.")
+    assert details == [f"table_{i:02d}: {failed[TableName('public', f'table_{i:02d}')]}" for i in range(12)]

@@ -8,7 +8,7 @@ target as it is now against the source fingerprint recorded at the copy's snapsh
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -86,6 +86,32 @@ def _materialize_result(
 
 
 Copied = TableCopyResult | CopyProgress | CopyRun
+
+
+# The longest a table's error may be in the first line of a failed copy's description.
+FIRST_ERROR_CHARS = 300
+# How many other failed tables the first line names.
+OTHERS_NAMED = 8
+
+
+def copy_failure_description(target: str, failed: Mapping[TableName, object], total: int) -> str:
+    """One line that says what failed (the first table's error, the others by name), then every
+    table's error on a line of its own. A stopped server fails every table with a long libpq message
+    each: joined on one line they made a line of thousands of characters."""
+    ordered = sorted(failed.items())
+    first_table, first_error = ordered[0]
+    error = " ".join(str(first_error).split())
+    if len(error) > FIRST_ERROR_CHARS:
+        error = error[: FIRST_ERROR_CHARS - 1] + "…"
+    others = [str(t) for t, _ in ordered[1:]]
+    named = ", ".join(others[:OTHERS_NAMED]) + (
+        f" and {len(others) - OTHERS_NAMED} more" if len(others) > OTHERS_NAMED else ""
+    )
+    line = f"{len(failed)} of {total} table(s) failed to copy to {target}: {first_table}: {error}"
+    if others:
+        line += f"; also {named}"
+    line += ". A failed table keeps its previous contents: re-materialize it or re-run migrate."
+    return "\n".join([line, *(f"{t}: {e}" for t, e in ordered)])
 
 
 def _run_copy_in_background(**kwargs: Any) -> Iterator[Copied]:
@@ -266,11 +292,8 @@ def build_table_assets(
                 unaccounted = set(key_of) - {r.table for r in run.results} - set(run.errors)
                 failed = {**run.errors, **{t: "not copied (no worker reported it)" for t in unaccounted}}
                 if failed:
-                    detail = "; ".join(f"{t}: {e}" for t, e in sorted(failed.items()))
                     raise dg.Failure(
-                        description=f"{len(failed)} of {len(key_of)} table(s) failed to copy to {target}: "
-                        f"{detail}. A failed table keeps its previous contents: re-materialize it or "
-                        "re-run migrate.",
+                        description=copy_failure_description(target, failed, len(key_of)),
                         metadata={"failed_tables": [str(t) for t in sorted(failed)]},
                     )
                 context.log.info(f"copied {len(run.results)} table(s) to {target} in {run.seconds:.1f}s")
