@@ -426,10 +426,14 @@ def copy_tables(
                 except Exception as exc:
                     give_up(exc)
                     return
+                # The streak's second source session, for large tables' fingerprints (opened lazily).
+                held: list[psycopg.Connection] = []
                 try:
-                    _copy_streak(src_conn, tgt_conn)
+                    _copy_streak(src_conn, tgt_conn, held)
                 finally:
                     tgt_conn.close()
+                    for session in held:
+                        close_snapshot_session(session)
             finally:
                 close_snapshot_session(src_conn)
 
@@ -456,18 +460,10 @@ def copy_tables(
                 return None
         return held[0]
 
-    def _copy_streak(src_conn: psycopg.Connection, tgt_conn: psycopg.Connection) -> None:
-        """Copy tables on these sessions until the queue is empty or a table fails."""
-        held: list[psycopg.Connection] = []
-        try:
-            _copy_tables_of_streak(src_conn, tgt_conn, held)
-        finally:
-            for session in held:
-                close_snapshot_session(session)
-
-    def _copy_tables_of_streak(
+    def _copy_streak(
         src_conn: psycopg.Connection, tgt_conn: psycopg.Connection, held: list[psycopg.Connection]
     ) -> None:
+        """Copy tables on these sessions until the queue is empty or a table fails."""
         table = next_table()
         while table is not None:
             with lock:
