@@ -17,6 +17,7 @@ from dual_db.db.connect import connect
 from dual_db.db.snapshot import ExportedSnapshot, SnapshotHolder
 from dual_db.db.urls import DatabaseUrl, DatabaseUrlError
 from dual_db.defs.errors import clear_failure
+from dual_db.schema.dump import resolve_pg_bin_dir
 
 
 class PostgresDatabase(dg.ConfigurableResource):
@@ -153,6 +154,11 @@ class MigrationSettings(dg.ConfigurableResource):
             return self.pg_bin_dir
         with clear_failure():
             return env.get("DUAL_DB_PG_BIN_DIR")
+
+    def pg_bin_path(self) -> Path:
+        """The PostgreSQL client tools' directory: pg_bin_dir, else $DUAL_DB_PG_BIN_DIR, else the embedded
+        PostgreSQL 18's. The dump functions refuse a pg_dump older than the server before running it."""
+        return resolve_pg_bin_dir(self.resolved_pg_bin_dir())
 
 
 class SourceSnapshot(dg.ConfigurableResource):

@@ -30,7 +30,6 @@ from dual_db.defs.resources import (
 from dual_db.defs.state import SequenceState, SnapshotRecord, TableCopyRecord, required_metadata
 from dual_db.preflight import GuardError, check_rollback_target, database_identity
 from dual_db.routing import TARGETS, RoutingPlan
-from dual_db.schema.dump import resolve_pg_bin_dir
 from dual_db.schema.restore import restore_backup
 from dual_db.verify.restored import restored_matches_snapshot
 
@@ -142,7 +141,7 @@ def build_rollback(plan: RoutingPlan) -> dg.AssetsDefinition:
             restored = restore_backup(
                 url,
                 backup_path,
-                bin_dir=resolve_pg_bin_dir(settings.resolved_pg_bin_dir()),
+                bin_dir=settings.pg_bin_path(),
                 jobs=settings.backup_jobs,
             )
             with connection(url, read_only=True, application_name="dual-db rollback proof") as conn:

@@ -18,7 +18,6 @@ from dual_db.schema.dump import (
     dump_full_backup,
     dump_schema_sections,
     prune_backups,
-    resolve_pg_bin_dir,
 )
 
 
@@ -26,11 +25,6 @@ def run_dir(settings: MigrationSettings, run_id: str) -> Path:
     path = settings.dumps_path() / run_id
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _pg_bin_dir(settings: MigrationSettings) -> Path:
-    # The dump functions refuse a pg_dump older than the server before they run it.
-    return resolve_pg_bin_dir(settings.resolved_pg_bin_dir())
 
 
 @dg.asset(
@@ -51,7 +45,7 @@ def full_backup(
     settings: MigrationSettings,
 ) -> dg.MaterializeResult:
     with clear_failure(context):
-        bin_dir = _pg_bin_dir(settings)
+        bin_dir = settings.pg_bin_path()
         exported = snapshot.get()
         out_dir = run_dir(settings, context.run.run_id) / "full_backup"
         try:
@@ -105,7 +99,7 @@ def schema_dump(
             {"core": core.database_url(), "ai": ai.database_url()},
             replace_existing=settings.replace_existing,
         )
-        bin_dir = _pg_bin_dir(settings)
+        bin_dir = settings.pg_bin_path()
         exported = snapshot.get()
         try:
             sections = dump_schema_sections(

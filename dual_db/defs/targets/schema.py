@@ -27,7 +27,6 @@ from dual_db.defs.resources import (
 from dual_db.defs.state import SchemaFilesRecord, SequencesRecord
 from dual_db.preflight import preflight
 from dual_db.routing import RoutingPlan
-from dual_db.schema.dump import resolve_pg_bin_dir
 from dual_db.schema.ownership import prepare_target
 from dual_db.schema.post_data import build_post_data
 from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
@@ -181,9 +180,7 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
             post_dir = files.post_data_path
             tables = plan.tables(target)
             # The source's planner statistics for these tables (read-only; "" before pg_dump 18).
-            statistics = dump_statistics(
-                source.database_url(), tables, bin_dir=resolve_pg_bin_dir(settings.resolved_pg_bin_dir())
-            )
+            statistics = dump_statistics(source.database_url(), tables, bin_dir=settings.pg_bin_path())
             report = build_post_data(
                 target_db.database_url(),
                 {part: (post_dir / f"post_data_{part}.sql").read_text() for part in POST_PARTS},
