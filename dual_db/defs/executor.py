@@ -261,9 +261,7 @@ def _concurrent_execution_iterator(
             yield from _handle_compute_log_teardown_error(job_context, sys.exc_info())
 
 
-_final_collection_skipped = threading.Lock()
-
-
+@functools.cache
 def skip_final_collection_at_exit() -> None:
     """At interpreter exit, leave the objects alive then to the operating system.
 
@@ -273,8 +271,7 @@ def skip_final_collection_at_exit() -> None:
     objects freed by reference count are still freed; only the final cycle walk is skipped
     (`gc.freeze`). Registered once per process; handlers registered before it still run after it.
     """
-    if _final_collection_skipped.acquire(blocking=False):
-        atexit.register(gc.freeze)
+    atexit.register(gc.freeze)
 
 
 class GuardedInProcessExecutor(InProcessExecutor):

@@ -91,7 +91,7 @@ def import_statistics(conn: psycopg.Connection, script: str) -> int:
     """Run pg_dump's statistics script on `conn`; the number of restore calls the server refused in
     part (each returns false and warns rather than failing)."""
     refused = 0
-    cursor = conn.execute(strip_restrict_commands(script).encode())
+    cursor = conn.execute(strip_restrict_commands(script))
     while True:
         if cursor.description and cursor.description[0].name in _RESTORE_FUNCTIONS:
             refused += sum(1 for (ok,) in cursor.fetchall() if ok is not True)
@@ -146,6 +146,7 @@ def refresh_statistics(
                     outcome.reason = "no usable statistics on the source for the analyzed tables"
     analyze(url, lacking, workers=workers)
     outcome.analyzed = lacking
-    outcome.imported = [t for t in tables if t not in set(lacking)]
+    analyzed = set(lacking)
+    outcome.imported = [t for t in tables if t not in analyzed]
     outcome.seconds = time.monotonic() - started
     return outcome
