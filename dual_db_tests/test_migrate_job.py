@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -281,10 +284,6 @@ def test_cli_job_execute_then_verify_then_one_table(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """The README's commands, as a user runs them: a persistent PostgreSQL instance, `.env` in cwd."""
-    import os
-    import subprocess
-    import sys
-
     instance_url = new_database(servers["core"])
     home = tmp_path / "home"
     home.mkdir()
@@ -377,8 +376,6 @@ def test_cli_job_execute_then_verify_then_one_table(
 
 def _instance_at(home: Path, storage_url: str) -> dg.DagsterInstance:
     """The instance of DAGSTER_HOME `home`, whose dagster.yaml reads its storage URL from the environment."""
-    import os
-
     os.environ["DAGSTER_POSTGRES_URL"] = storage_url
     try:
         return dg.DagsterInstance.from_config(str(home))
