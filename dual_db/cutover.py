@@ -25,6 +25,7 @@ from dual_db.db.connect import connection
 from dual_db.db.env import write_private_text
 from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
+from dual_db.db.snapshot import TransactionHorizon
 from dual_db.db.urls import DatabaseUrl
 from dual_db.schema.ownership import mark_cut_over
 from dual_db.verify.drift import source_drift_now
@@ -96,6 +97,8 @@ class CutoverVerdict:
     reasons: list[str] = field(default_factory=list)
     source_moved: list[TableName] = field(default_factory=list)
     targets_changed: dict[str, list[TableName]] = field(default_factory=dict)
+    # How the source was found unchanged: proved from transaction status, or by reading its tables.
+    source_unchanged_by: str = ""
 
 
 def judge(
@@ -104,14 +107,25 @@ def judge(
     recorded: Mapping[str, Mapping[TableName, Fingerprint]],
     *,
     workers: int = 4,
+    horizons: Mapping[TableName, TransactionHorizon | None] | None = None,
 ) -> CutoverVerdict:
     """Whether the source and every target still hold exactly the snapshot's content.
 
-    `recorded` maps each target ('core', 'ai') to its tables' source fingerprints at the snapshot.
+    `recorded` maps each target ('core', 'ai') to its tables' source fingerprints at the snapshot;
+    `horizons` each table's snapshot horizon, with which a source whose writes have stopped is proved
+    unchanged without reading it (dual_db.verify.drift). The targets are always read: dual-db itself
+    wrote them after their snapshots.
     """
     verdict = CutoverVerdict(ready=True)
     everything = {t: f for per_target in recorded.values() for t, f in per_target.items()}
-    drift, moved = source_drift_now(source_url, everything, workers=workers)
+    drift, moved = source_drift_now(source_url, everything, workers=workers, horizons=horizons)
+    proofs = "; ".join(drift.metadata.get("unchanged_proof") or [])  # type: ignore[arg-type]
+    verdict.source_unchanged_by = (
+        f"proved: {proofs}"
+        if everything and drift.metadata.get("tables_proven_unchanged") == len(everything)
+        else f"read {drift.metadata.get('tables_read', 0)} table(s) "
+        f"({proofs or 'no snapshot horizon recorded'})"
+    )
     if not drift.passed:
         verdict.ready = False
         verdict.source_moved = moved

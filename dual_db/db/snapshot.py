@@ -28,10 +28,25 @@ class SnapshotLost(RuntimeError):
 
 
 @dataclass(frozen=True)
+class TransactionHorizon:
+    """Which transactions a snapshot sees, and on which cluster.
+
+    `transactions` is `pg_current_snapshot()` in the exporting transaction (`xmin:xmax:xip,...`, 64-bit
+    transaction ids); `system_identifier` names the cluster (pg_control_system), since transaction ids
+    mean something only on their own cluster. With both, a later session can prove that nothing the
+    snapshot did not see has committed since (`dual_db.verify.drift`), without reading a table.
+    """
+
+    transactions: str
+    system_identifier: str
+
+
+@dataclass(frozen=True)
 class ExportedSnapshot:
     snapshot_id: str
     taken_at: str  # ISO timestamp, server clock
     wal_lsn: str | None  # where the WAL stood: the start point for a logical catch-up
+    horizon: TransactionHorizon | None = None  # None where the server does not tell (see its function)
 
 
 class SnapshotHolder:
@@ -79,6 +94,7 @@ class SnapshotHolder:
             assert row is not None
             snapshot_id, taken_at = str(row[0]), row[1]
             wal_lsn = _current_wal_lsn(conn)
+            horizon = _transaction_horizon(conn)
         except BaseException:
             conn.close()
             raise
@@ -89,6 +105,7 @@ class SnapshotHolder:
             if hasattr(taken_at, "astimezone")
             else str(taken_at),
             wal_lsn=wal_lsn,
+            horizon=horizon,
         )
         return self._snapshot
 
@@ -118,6 +135,23 @@ def _current_wal_lsn(conn: psycopg.Connection) -> str | None:
         return str(row[0]) if row else None
     except psycopg.Error:
         return None
+
+
+def _transaction_horizon(conn: psycopg.Connection) -> TransactionHorizon | None:
+    # In a REPEATABLE READ transaction every statement sees the transaction's snapshot: this is the one
+    # pg_export_snapshot() exported. A server that refuses pg_control_system() (some managed services
+    # may) gets no horizon: drift is then always found by fingerprints.
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT pg_current_snapshot()::text, "
+                "(SELECT system_identifier::text FROM pg_control_system())"
+            ).fetchone()
+    except psycopg.Error:
+        return None
+    if row is None or row[0] is None or row[1] is None:
+        return None
+    return TransactionHorizon(transactions=str(row[0]), system_identifier=str(row[1]))
 
 
 def snapshot_session_connection(

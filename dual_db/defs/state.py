@@ -22,7 +22,7 @@ import dagster as dg
 from dual_db.db.catalog import ColumnInfo
 from dual_db.db.fingerprint import TEXT_V1, Fingerprint
 from dual_db.db.names import TableName
-from dual_db.db.snapshot import ExportedSnapshot
+from dual_db.db.snapshot import ExportedSnapshot, TransactionHorizon
 from dual_db.verify.outcome import human_bytes as human_bytes
 
 
@@ -63,22 +63,38 @@ class SnapshotRecord:
     snapshot_id: str
     taken_at: str
     wal_lsn: str
+    # The transactions the snapshot saw and the source's cluster: what proves later that the source has
+    # not changed since (dual_db.verify.drift). None in records written before dual-db kept it.
+    horizon: TransactionHorizon | None = None
 
     def to_metadata(self) -> dict[str, Any]:
-        return {"snapshot_id": self.snapshot_id, "snapshot_taken_at": self.taken_at, "wal_lsn": self.wal_lsn}
+        metadata = {
+            "snapshot_id": self.snapshot_id,
+            "snapshot_taken_at": self.taken_at,
+            "wal_lsn": self.wal_lsn,
+        }
+        if self.horizon is not None:
+            metadata["snapshot_transactions"] = self.horizon.transactions
+            metadata["source_system_identifier"] = self.horizon.system_identifier
+        return metadata
 
     @classmethod
     def of(cls, exported: ExportedSnapshot) -> SnapshotRecord:
-        return cls(exported.snapshot_id, exported.taken_at, exported.wal_lsn or "")
+        return cls(exported.snapshot_id, exported.taken_at, exported.wal_lsn or "", exported.horizon)
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> SnapshotRecord | None:
         if not metadata.get("snapshot_id"):
             return None
+        transactions = metadata.get("snapshot_transactions")
+        system_identifier = metadata.get("source_system_identifier")
         return cls(
             snapshot_id=str(metadata["snapshot_id"]),
             taken_at=str(metadata.get("snapshot_taken_at") or ""),
             wal_lsn=str(metadata.get("wal_lsn") or ""),
+            horizon=TransactionHorizon(str(transactions), str(system_identifier))
+            if transactions and system_identifier
+            else None,
         )
 
 

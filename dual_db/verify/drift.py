@@ -1,5 +1,14 @@
 """source_drift: which source tables changed since their copy's snapshot.
 
+Found two ways. Reading: each table's fingerprint now against the one taken at the snapshot (a full scan
+of the source). Proving: every change to a table's rows or definition is made by a transaction with a
+transaction id, and becomes visible only when that transaction commits. So when no transaction the
+snapshot did not see (one in progress when it was taken, or one started since) has committed, the
+source's tables hold what the snapshot saw, and nothing needs reading. Transaction ids are per cluster:
+writes to any database on the source server, autovacuum's ANALYZE included, make the proof fail, and the
+tables are then read. A quiet source, such as one whose application has stopped for a cutover, is proved
+unchanged at once.
+
 The rules of `dual_db.verify` (its package docstring) hold here.
 """
 
@@ -8,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import psycopg
 
@@ -19,9 +29,77 @@ from dual_db.db.catalog import (
 from dual_db.db.connect import DatabaseUnreachable, connection
 from dual_db.db.fingerprint import Fingerprint, table_fingerprint
 from dual_db.db.names import TableName
+from dual_db.db.snapshot import TransactionHorizon
 from dual_db.db.urls import DatabaseUrl
 from dual_db.verify.common import error_text, relkind, savepoint
 from dual_db.verify.outcome import CheckOutcome, JSONValue, capped, plural
+
+# Transactions started since the snapshot are looked up one by one, up to this many; on a source that
+# busy the tables are read instead.
+PROOF_MAX_NEW_TRANSACTIONS = 100_000
+
+# The transactions the snapshot did not see: those in progress when it was taken (its xip list: a
+# subtransaction's writes commit with its top-level transaction, which is listed) and those started since
+# (from its xmax to the current xmax). One that is neither aborted nor still in progress has committed,
+# or its status is gone (NULL): either way nothing is proved. The cluster's identifier comes back too.
+_COMMITTED_SINCE_SQL = """
+WITH span AS (
+    SELECT h.then_snapshot,
+           pg_snapshot_xmax(h.then_snapshot)::text::bigint AS first_new,
+           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_now
+    FROM (SELECT %(transactions)s::pg_snapshot AS then_snapshot) AS h
+), unseen AS (
+    SELECT x AS xid FROM span, pg_snapshot_xip(span.then_snapshot) AS x
+    UNION ALL
+    SELECT (span.first_new + n)::text::xid8
+    FROM span, generate_series(0, least(span.next_now - span.first_new, %(limit)s) - 1) AS n
+)
+SELECT (SELECT system_identifier::text FROM pg_control_system()),
+       (SELECT next_now - first_new FROM span),
+       (SELECT min(xid::text::bigint) FROM unseen
+        WHERE coalesce(pg_xact_status(xid), 'unknown') NOT IN ('aborted', 'in progress')),
+       (SELECT count(*) FROM unseen)
+"""
+
+
+@dataclass(frozen=True)
+class UnchangedProof:
+    proven: bool
+    reason: str  # why the source is unchanged, or why that could not be shown
+
+
+def prove_unchanged_since(conn: psycopg.Connection, horizon: TransactionHorizon | None) -> UnchangedProof:
+    """Whether no transaction the snapshot behind `horizon` did not see has committed since (the module
+    docstring). Any doubt (no horizon, another cluster, too many transactions, a status no longer kept,
+    an error) is "not proven": the caller then reads the tables."""
+    if horizon is None:
+        return UnchangedProof(False, "the snapshot recorded no transaction horizon")
+    try:
+        with savepoint(conn):
+            row = conn.execute(
+                _COMMITTED_SINCE_SQL,
+                {"transactions": horizon.transactions, "limit": PROOF_MAX_NEW_TRANSACTIONS},
+            ).fetchone()
+    except psycopg.Error as exc:
+        return UnchangedProof(False, f"transaction status unavailable: {error_text(exc)}")
+    assert row is not None
+    system_identifier, started, committed, looked_up = row
+    if system_identifier != horizon.system_identifier:
+        return UnchangedProof(
+            False,
+            f"the source is cluster {system_identifier}, the snapshot was taken on "
+            f"{horizon.system_identifier}",
+        )
+    if started < 0 or started > PROOF_MAX_NEW_TRANSACTIONS:
+        too_many = f"{started:,} transactions started since the snapshot: too many to look up"
+        return UnchangedProof(False, too_many)
+    if committed is not None:
+        return UnchangedProof(False, f"transaction {committed} committed since the snapshot")
+    return UnchangedProof(
+        True,
+        f"no transaction has committed on the source server since the snapshot "
+        f"({plural(int(looked_up), 'transaction')} it did not see, none committed)",
+    )
 
 
 def source_drift(
@@ -90,21 +168,45 @@ def source_drift(
     return CheckOutcome(False, summary, capped(drifted), meta, severity="WARN")
 
 
-def source_drift_now(
-    source_url: DatabaseUrl, expected: Mapping[TableName, Fingerprint], *, workers: int
-) -> tuple[CheckOutcome, list[TableName]]:
-    """Fingerprint every copied table on the source now and compare with its snapshot fingerprint.
+def _prove_unchanged(
+    source_url: DatabaseUrl, horizons: set[TransactionHorizon]
+) -> dict[TransactionHorizon, UnchangedProof]:
+    """`prove_unchanged_since` for each horizon, on one session; none when the source is unreachable
+    (the sessions that read the tables then report it)."""
+    if not horizons:
+        return {}
+    try:
+        with connection(source_url, read_only=True, application_name="dual-db drift") as conn:
+            return {h: prove_unchanged_since(conn, h) for h in sorted(horizons, key=str)}
+    except DatabaseUnreachable:
+        return {}
 
-    Read-only sessions, `workers` at a time. Returns the merged WARN outcome and the tables that moved
-    (a table that cannot be fingerprinted now counts as moved: nothing proves it did not).
+
+def source_drift_now(
+    source_url: DatabaseUrl,
+    expected: Mapping[TableName, Fingerprint],
+    *,
+    workers: int,
+    horizons: Mapping[TableName, TransactionHorizon | None] | None = None,
+) -> tuple[CheckOutcome, list[TableName]]:
+    """Compare every copied table on the source now with its snapshot fingerprint.
+
+    A table whose snapshot's horizon (`horizons`, from the copy's record) proves the source unchanged is
+    not read (the module docstring); every other one is fingerprinted, in read-only sessions, `workers`
+    at a time. Returns the merged WARN outcome and the tables that moved (a table that cannot be
+    fingerprinted now counts as moved: nothing proves it did not).
     """
     started = time.monotonic()
     if not expected:
         outcome = CheckOutcome(True, "no table has been copied yet: nothing to compare", severity="WARN")
         return outcome, []
     tables = sorted(expected)
-    n = max(1, min(workers, len(tables)))
-    chunks = [tables[i::n] for i in range(n)]
+    horizons = horizons or {}
+    proofs = _prove_unchanged(source_url, {h for t in tables if (h := horizons.get(t)) is not None})
+    proven = {t for t in tables if (h := horizons.get(t)) is not None and h in proofs and proofs[h].proven}
+    to_read = [t for t in tables if t not in proven]
+    n = max(1, min(workers, len(to_read)))
+    chunks = [to_read[i::n] for i in range(n)] if to_read else []
 
     def check(chunk: list[TableName]) -> list[tuple[TableName, CheckOutcome]]:
         with connection(source_url, read_only=True, application_name="dual-db drift") as conn:
@@ -134,6 +236,10 @@ def source_drift_now(
     ]
     metadata: dict[str, JSONValue] = {
         "tables_checked": len(tables),
+        "tables_proven_unchanged": len(proven),
+        "tables_read": len(to_read),
+        # Why the tables were (or were not) proved unchanged without reading them, per snapshot.
+        "unchanged_proof": sorted({p.reason for p in proofs.values()}),  # type: ignore[dict-item]
         "moved_tables": [t.qualified for t in moved],
         "drifted": details,
         "seconds": round(time.monotonic() - started, 3),

@@ -14,6 +14,7 @@ import dagster as dg
 from dual_db.cutover import change_counters, judge, mark_targets_cut_over, write_switch_files
 from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
+from dual_db.db.snapshot import TransactionHorizon
 from dual_db.defs.constants import CUTOVER, POST_DATA_ASSETS, VERIFICATION_REPORT, table_asset_keys, table_key
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import AiDatabase, CoreDatabase, MigrationSettings, SourceDatabase
@@ -78,6 +79,7 @@ def build_cutover(plan: RoutingPlan) -> dg.AssetsDefinition:
         with clear_failure(context):
             reasons = verification_problems(context.instance, plan)
             recorded: dict[str, dict[TableName, Fingerprint]] = {}
+            horizons: dict[TableName, TransactionHorizon | None] = {}
             records = TableCopyRecord.latest_many(context.instance, table_asset_keys(plan))
             for target in TARGETS:
                 recorded[target] = {}
@@ -87,8 +89,11 @@ def build_cutover(plan: RoutingPlan) -> dg.AssetsDefinition:
                         reasons.append(f"{target}/{table} was never copied")
                     else:
                         recorded[target][table] = record.source
+                        horizons[table] = record.snapshot.horizon if record.snapshot else None
             targets = {"core": core.database_url(), "ai": ai.database_url()}
-            verdict = judge(source.database_url(), targets, recorded, workers=settings.copy_workers)
+            verdict = judge(
+                source.database_url(), targets, recorded, workers=settings.copy_workers, horizons=horizons
+            )
             reasons += verdict.reasons
             if reasons:
                 raise dg.Failure(
@@ -125,6 +130,8 @@ def build_cutover(plan: RoutingPlan) -> dg.AssetsDefinition:
                 # What the soak week compares with: any write to the old database after this moment.
                 "source_change_counters": dg.MetadataValue.json(counters.to_json()),
                 "source_commits": dg.MetadataValue.int(counters.commits),
+                # How the source was shown unchanged since the copy (proved, or read table by table).
+                "source_unchanged": verdict.source_unchanged_by,
             }
             return dg.MaterializeResult(metadata=metadata)
 

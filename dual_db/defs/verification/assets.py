@@ -15,14 +15,12 @@ since: ..." instead of a plain "0 rows missing" while the application is still w
 """
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from dual_db.db.fingerprint import Fingerprint
-from dual_db.db.names import TableName
 from dual_db.defs.constants import (
     AI_EXTENSION_RULES,
     CHECKSUM_PARITY,
@@ -75,14 +73,6 @@ def _outcome(evaluation: Any, name: str) -> CheckOutcome:
     severity = "WARN" if str(evaluation.severity).endswith("WARN") else "ERROR"
     summary = (evaluation.description or name).splitlines()[0]
     return CheckOutcome(bool(evaluation.passed), summary, failures, severity=severity)
-
-
-def recorded_source_fingerprints(
-    instance: dg.DagsterInstance, table_keys: Mapping[TableName, dg.AssetKey]
-) -> dict[TableName, Fingerprint]:
-    """Each copied table's source fingerprint at its copy's snapshot, from its latest materialization."""
-    records = TableCopyRecord.latest_many(instance, {key: table for table, key in table_keys.items()})
-    return {record.table: record.source for record in records.values() if record is not None}
 
 
 def verification_check_keys(plan: RoutingPlan) -> tuple[list[dg.AssetCheckKey], list[dg.AssetCheckKey]]:
@@ -223,8 +213,13 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         for key in database_checks:
             name = f"{key.asset_key.path[0]}: {key.name}"
             report.add_outcome(name, _outcome(evaluations[key], key.name))
-        expected = recorded_source_fingerprints(context.instance, table_keys)
-        drift, moved = source_drift_now(source.database_url(), expected, workers=settings.copy_workers)
+        copied = [record for record in records.values() if record is not None]
+        drift, moved = source_drift_now(
+            source.database_url(),
+            {record.table: record.source for record in copied},
+            workers=settings.copy_workers,
+            horizons={r.table: r.snapshot.horizon if r.snapshot else None for r in copied},
+        )
         report.add_outcome(f"source: {SOURCE_DRIFT}", drift)
         report.set_source_moved(moved)
         drift_result = to_check_result(drift)
