@@ -148,6 +148,19 @@ def test_another_clusters_horizon_proves_nothing(source: DatabaseUrl) -> None:
     ]
 
 
+def test_another_databases_horizon_proves_nothing(source: DatabaseUrl) -> None:
+    """Databases of one cluster share its transaction ids: a source URL changed to another database
+    there must not be proved unchanged against the first one's fingerprints."""
+    exported, expected = _at_snapshot(source)
+    assert exported.horizon is not None
+    other = replace(exported, horizon=replace(exported.horizon, database_oid="1"))
+    outcome, _ = _drift(source, other, expected)
+    assert outcome.passed and outcome.metadata["tables_proven_unchanged"] == 0
+    assert outcome.metadata["unchanged_proof"] == [  # type: ignore[comparison-overlap]
+        f"the source is database {exported.horizon.database_oid}, the snapshot was taken in database 1"
+    ]
+
+
 def test_tables_without_a_recorded_horizon_are_read(source: DatabaseUrl) -> None:
     """Records written before dual-db kept the horizon."""
     _, expected = _at_snapshot(source)
@@ -157,10 +170,17 @@ def test_tables_without_a_recorded_horizon_are_read(source: DatabaseUrl) -> None
 
 def test_the_horizon_is_the_exported_snapshots_own(source: DatabaseUrl) -> None:
     with connect(source, autocommit=True) as conn:
-        row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+        row = conn.execute(
+            "SELECT (SELECT system_identifier::text FROM pg_control_system()), "
+            "(SELECT oid::text FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+    assert row is not None
     with SnapshotHolder(source) as exported, snapshot_session(source, exported.snapshot_id) as reader:
         seen = reader.execute("SELECT pg_current_snapshot()::text").fetchone()
-    assert exported.horizon == TransactionHorizon(transactions=seen[0], system_identifier=row[0])  # type: ignore[index]
+    assert seen is not None
+    assert exported.horizon == TransactionHorizon(
+        transactions=seen[0], system_identifier=row[0], database_oid=row[1]
+    )
 
 
 def test_the_cutover_guard_proves_a_quiet_source_unchanged(source: DatabaseUrl) -> None:

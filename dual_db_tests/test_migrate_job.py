@@ -224,7 +224,8 @@ def test_migrate_end_to_end(environment: Databases) -> None:
         # The snapshot's transaction horizon is recorded with each table, and the report's source_drift
         # tries to prove the source unchanged with it before reading any table (whether the proof holds
         # depends on the shared test server's autovacuum: dual_db_tests/test_drift_proof.py).
-        assert metadata["snapshot_transactions"].count(":") == 2 and metadata["source_system_identifier"]
+        assert metadata["snapshot_transactions"].count(":") == 2
+        assert metadata["source_system_identifier"] and metadata["source_database_oid"]
         drift = next(e for e in evaluations if e.check_name == "source_drift")
         proofs = drift.metadata["unchanged_proof"].value
         assert len(proofs) == 1 and "since the snapshot" in proofs[0], proofs

@@ -29,16 +29,18 @@ class SnapshotLost(RuntimeError):
 
 @dataclass(frozen=True)
 class TransactionHorizon:
-    """Which transactions a snapshot sees, and on which cluster.
+    """Which transactions a snapshot sees, in which database of which cluster.
 
     `transactions` is `pg_current_snapshot()` in the exporting transaction (`xmin:xmax:xip,...`, 64-bit
     transaction ids); `system_identifier` names the cluster (pg_control_system), since transaction ids
-    mean something only on their own cluster. With both, a later session can prove that nothing the
-    snapshot did not see has committed since (`dual_db.verify.drift`), without reading a table.
+    mean something only on their own cluster, and `database_oid` the database the snapshot read. With
+    them, a later session can prove that nothing the snapshot did not see has committed since
+    (`dual_db.verify.drift`), without reading a table.
     """
 
     transactions: str
     system_identifier: str
+    database_oid: str
 
 
 @dataclass(frozen=True)
@@ -137,21 +139,27 @@ def _current_wal_lsn(conn: psycopg.Connection) -> str | None:
         return None
 
 
+_HORIZON_SQL = """
+SELECT pg_current_snapshot()::text,
+       (SELECT system_identifier::text FROM pg_control_system()),
+       (SELECT oid::text FROM pg_database WHERE datname = current_database())
+"""
+
+
 def _transaction_horizon(conn: psycopg.Connection) -> TransactionHorizon | None:
     # In a REPEATABLE READ transaction every statement sees the transaction's snapshot: this is the one
     # pg_export_snapshot() exported. A server that refuses pg_control_system() (some managed services
     # may) gets no horizon: drift is then always found by fingerprints.
     try:
         with conn.transaction():
-            row = conn.execute(
-                "SELECT pg_current_snapshot()::text, "
-                "(SELECT system_identifier::text FROM pg_control_system())"
-            ).fetchone()
+            row = conn.execute(_HORIZON_SQL).fetchone()
     except psycopg.Error:
         return None
-    if row is None or row[0] is None or row[1] is None:
+    if row is None or None in row:
         return None
-    return TransactionHorizon(transactions=str(row[0]), system_identifier=str(row[1]))
+    return TransactionHorizon(
+        transactions=str(row[0]), system_identifier=str(row[1]), database_oid=str(row[2])
+    )
 
 
 def snapshot_session_connection(

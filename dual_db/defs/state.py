@@ -76,6 +76,7 @@ class SnapshotRecord:
         if self.horizon is not None:
             metadata["snapshot_transactions"] = self.horizon.transactions
             metadata["source_system_identifier"] = self.horizon.system_identifier
+            metadata["source_database_oid"] = self.horizon.database_oid
         return metadata
 
     @classmethod
@@ -88,12 +89,13 @@ class SnapshotRecord:
             return None
         transactions = metadata.get("snapshot_transactions")
         system_identifier = metadata.get("source_system_identifier")
+        database_oid = metadata.get("source_database_oid")
         return cls(
             snapshot_id=str(metadata["snapshot_id"]),
             taken_at=str(metadata.get("snapshot_taken_at") or ""),
             wal_lsn=str(metadata.get("wal_lsn") or ""),
-            horizon=TransactionHorizon(str(transactions), str(system_identifier))
-            if transactions and system_identifier
+            horizon=TransactionHorizon(str(transactions), str(system_identifier), str(database_oid))
+            if transactions and system_identifier and database_oid
             else None,
         )
 
