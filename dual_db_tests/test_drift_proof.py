@@ -161,6 +161,18 @@ def test_another_databases_horizon_proves_nothing(source: DatabaseUrl) -> None:
     ]
 
 
+def test_a_server_restarted_since_the_snapshot_proves_nothing(source: DatabaseUrl) -> None:
+    """Crash recovery empties unlogged tables without any transaction: a restart ends the proof."""
+    exported, expected = _at_snapshot(source)
+    assert exported.horizon is not None
+    earlier = replace(exported, horizon=replace(exported.horizon, server_started_at="2000-01-01 00:00:00+00"))
+    outcome, _ = _drift(source, earlier, expected)
+    assert outcome.passed and outcome.metadata["tables_proven_unchanged"] == 0
+    assert outcome.metadata["unchanged_proof"] == [  # type: ignore[comparison-overlap]
+        "the source server has restarted since the snapshot (a crash recovery empties unlogged tables)"
+    ]
+
+
 def test_tables_without_a_recorded_horizon_are_read(source: DatabaseUrl) -> None:
     """Records written before dual-db kept the horizon."""
     _, expected = _at_snapshot(source)
@@ -172,14 +184,15 @@ def test_the_horizon_is_the_exported_snapshots_own(source: DatabaseUrl) -> None:
     with connect(source, autocommit=True) as conn:
         row = conn.execute(
             "SELECT (SELECT system_identifier::text FROM pg_control_system()), "
-            "(SELECT oid::text FROM pg_database WHERE datname = current_database())"
+            "(SELECT oid::text FROM pg_database WHERE datname = current_database()), "
+            "pg_postmaster_start_time()::text"
         ).fetchone()
     assert row is not None
     with SnapshotHolder(source) as exported, snapshot_session(source, exported.snapshot_id) as reader:
         seen = reader.execute("SELECT pg_current_snapshot()::text").fetchone()
     assert seen is not None
     assert exported.horizon == TransactionHorizon(
-        transactions=seen[0], system_identifier=row[0], database_oid=row[1]
+        transactions=seen[0], system_identifier=row[0], database_oid=row[1], server_started_at=row[2]
     )
 
 

@@ -33,14 +33,16 @@ class TransactionHorizon:
 
     `transactions` is `pg_current_snapshot()` in the exporting transaction (`xmin:xmax:xip,...`, 64-bit
     transaction ids); `system_identifier` names the cluster (pg_control_system), since transaction ids
-    mean something only on their own cluster, and `database_oid` the database the snapshot read. With
-    them, a later session can prove that nothing the snapshot did not see has committed since
-    (`dual_db.verify.drift`), without reading a table.
+    mean something only on their own cluster, `database_oid` the database the snapshot read, and
+    `server_started_at` when the server last started (crash recovery empties unlogged tables without a
+    transaction). With them, a later session can prove that nothing the snapshot did not see has
+    committed since (`dual_db.verify.drift`), without reading a table.
     """
 
     transactions: str
     system_identifier: str
     database_oid: str
+    server_started_at: str
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ def _current_wal_lsn(conn: psycopg.Connection) -> str | None:
 _HORIZON_SQL = """
 SELECT pg_current_snapshot()::text,
        (SELECT system_identifier::text FROM pg_control_system()),
-       (SELECT oid::text FROM pg_database WHERE datname = current_database())
+       (SELECT oid::text FROM pg_database WHERE datname = current_database()),
+       pg_postmaster_start_time()::text
 """
 
 
@@ -157,9 +160,7 @@ def _transaction_horizon(conn: psycopg.Connection) -> TransactionHorizon | None:
         return None
     if row is None or None in row:
         return None
-    return TransactionHorizon(
-        transactions=str(row[0]), system_identifier=str(row[1]), database_oid=str(row[2])
-    )
+    return TransactionHorizon(*(str(value) for value in row))
 
 
 def snapshot_session_connection(

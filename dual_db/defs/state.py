@@ -13,7 +13,7 @@ Every other module asks for a record (`TableCopyRecord.latest(instance, key)`), 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,15 @@ def numeric_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
     return {name: typed(value) for name, value in values.items()}
 
 
+# TransactionHorizon's fields, in order, as SnapshotRecord's metadata keys.
+_HORIZON_KEYS = (
+    "snapshot_transactions",
+    "source_system_identifier",
+    "source_database_oid",
+    "source_server_started_at",
+)
+
+
 @dataclass(frozen=True)
 class SnapshotRecord:
     snapshot_id: str
@@ -74,9 +83,7 @@ class SnapshotRecord:
             "wal_lsn": self.wal_lsn,
         }
         if self.horizon is not None:
-            metadata["snapshot_transactions"] = self.horizon.transactions
-            metadata["source_system_identifier"] = self.horizon.system_identifier
-            metadata["source_database_oid"] = self.horizon.database_oid
+            metadata.update(zip(_HORIZON_KEYS, astuple(self.horizon), strict=True))
         return metadata
 
     @classmethod
@@ -87,16 +94,12 @@ class SnapshotRecord:
     def from_metadata(cls, metadata: Mapping[str, Any]) -> SnapshotRecord | None:
         if not metadata.get("snapshot_id"):
             return None
-        transactions = metadata.get("snapshot_transactions")
-        system_identifier = metadata.get("source_system_identifier")
-        database_oid = metadata.get("source_database_oid")
+        horizon = [metadata.get(key) for key in _HORIZON_KEYS]
         return cls(
             snapshot_id=str(metadata["snapshot_id"]),
             taken_at=str(metadata.get("snapshot_taken_at") or ""),
             wal_lsn=str(metadata.get("wal_lsn") or ""),
-            horizon=TransactionHorizon(str(transactions), str(system_identifier), str(database_oid))
-            if transactions and system_identifier and database_oid
-            else None,
+            horizon=TransactionHorizon(*(str(v) for v in horizon)) if all(horizon) else None,
         )
 
 

@@ -41,8 +41,8 @@ PROOF_MAX_NEW_TRANSACTIONS = 100_000
 # The transactions the snapshot did not see: those in progress when it was taken (its xip list: a
 # subtransaction's writes commit with its top-level transaction, which is listed) and those started since
 # (from its xmax to the current xmax). One that is neither aborted nor still in progress has committed,
-# or its status is gone (NULL): either way nothing is proved. The cluster's identifier and the database's
-# OID come back too (databases of one cluster share its transaction ids).
+# or its status is gone (NULL): either way nothing is proved. The cluster's identifier, the database's
+# OID (databases of one cluster share its transaction ids) and the server's start come back too.
 _COMMITTED_SINCE_SQL = """
 WITH span AS (
     SELECT h.then_snapshot,
@@ -57,6 +57,7 @@ WITH span AS (
 )
 SELECT (SELECT system_identifier::text FROM pg_control_system()),
        (SELECT oid::text FROM pg_database WHERE datname = current_database()),
+       pg_postmaster_start_time()::text,
        (SELECT next_now - first_new FROM span),
        (SELECT min(xid::text::bigint) FROM unseen
         WHERE coalesce(pg_xact_status(xid), 'unknown') NOT IN ('aborted', 'in progress')),
@@ -85,7 +86,7 @@ def prove_unchanged_since(conn: psycopg.Connection, horizon: TransactionHorizon 
     except psycopg.Error as exc:
         return UnchangedProof(False, f"transaction status unavailable: {error_text(exc)}")
     assert row is not None
-    system_identifier, database_oid, started, committed, looked_up = row
+    system_identifier, database_oid, server_started_at, started, committed, looked_up = row
     if system_identifier != horizon.system_identifier:
         return UnchangedProof(
             False,
@@ -98,6 +99,11 @@ def prove_unchanged_since(conn: psycopg.Connection, horizon: TransactionHorizon 
             f"the source is database {database_oid}, the snapshot was taken in database "
             f"{horizon.database_oid}",
         )
+    if server_started_at != horizon.server_started_at:
+        restarted = (
+            "the source server has restarted since the snapshot (a crash recovery empties unlogged tables)"
+        )
+        return UnchangedProof(False, restarted)
     if started < 0 or started > PROOF_MAX_NEW_TRANSACTIONS:
         too_many = f"{started:,} transactions started since the snapshot: too many to look up"
         return UnchangedProof(False, too_many)
