@@ -6,7 +6,8 @@ transaction id, and becomes visible only when that transaction commits. So when 
 snapshot did not see (one in progress when it was taken, or one started since) has committed, the
 source's tables hold what the snapshot saw, and nothing needs reading. Transaction ids are per cluster:
 writes to any database on the source server, autovacuum's ANALYZE included, make the proof fail, and the
-tables are then read. A quiet source, such as one whose application has stopped for a cutover, is proved
+tables are then read; so does a restart of the server (crash recovery empties unlogged tables without a
+transaction). A quiet source, such as one whose application has stopped for a cutover, is proved
 unchanged at once.
 
 The rules of `dual_db.verify` (its package docstring) hold here.
