@@ -72,8 +72,9 @@ class SnapshotRecord:
     snapshot_id: str
     taken_at: str
     wal_lsn: str
-    # The transactions the snapshot saw and the source's cluster: what proves later that the source has
-    # not changed since (dual_db.verify.drift). None in records written before dual-db kept it.
+    # Which transactions the snapshot saw, in which database of which cluster, since which server start:
+    # what proves later that the source has not changed since (dual_db.verify.drift). None in records
+    # written before dual-db kept it, or where the server did not tell.
     horizon: TransactionHorizon | None = None
 
     def to_metadata(self) -> dict[str, Any]:
