@@ -249,12 +249,17 @@ def source_drift_now(
         for _, outcome in per_table
         for entry in outcome.metadata.get("drifted") or []  # type: ignore[union-attr]
     ]
+    reasons = sorted({p.reason for p in proofs.values()})
     metadata: dict[str, JSONValue] = {
         "tables_checked": len(tables),
         "tables_proven_unchanged": len(proven),
         "tables_read": len(to_read),
         # Why the tables were (or were not) proved unchanged without reading them, per snapshot.
-        "unchanged_proof": sorted({p.reason for p in proofs.values()}),  # type: ignore[dict-item]
+        "unchanged_proof": reasons,  # type: ignore[dict-item]
+        # How the source was checked, in one line: proved, or read (and why the proof did not hold).
+        "checked_by": f"proved: {'; '.join(reasons)}"
+        if not to_read
+        else f"read {len(to_read)} table(s) ({'; '.join(reasons) or 'no snapshot horizon recorded'})",
         "moved_tables": [t.qualified for t in moved],
         "drifted": details,
         "seconds": round(time.monotonic() - started, 3),
