@@ -93,6 +93,7 @@ def cmd_demo_source(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from dual_db.db.connect import connection
     from dual_db.routing import DISCOVERY_RULE, RoutingPlan, accept, discover, plan_path, propose
+    from dual_db.split_hazards import split_hazards
 
     load_env_file(ENV_FILE)  # before plan_path(): `.env` may name the plan file
     path = Path(args.file) if args.file else plan_path()
@@ -104,18 +105,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     url = _source_url()
     with connection(url, read_only=True, application_name="dual-db plan") as conn:
         plan, changes = discover(conn, existing)
-        proposals, references = propose(conn, plan)
-    print(f"rule: {DISCOVERY_RULE}")
-    for change in changes:
-        print(change)
-    for proposal in proposals:
-        print(f"{'moved' if args.accept else 'proposed'}: {proposal.table} → ai ({proposal.reason})")
-    for reference in references:
-        print(f"{'recorded' if args.accept else 'proposed'} soft reference: {reference.describe()}")
-    if args.accept:
-        plan = accept(plan, proposals, references)
-    elif proposals or references:
-        print("to apply the proposals: dual-db plan --discover --accept (or edit the plan file)")
+        proposals, references = propose(conn, plan, existing)
+        print(f"rule: {DISCOVERY_RULE}")
+        for change in changes:
+            print(change)
+        for proposal in proposals:
+            print(f"{'moved' if args.accept else 'proposed'}: {proposal.table} → ai ({proposal.reason})")
+        for reference in references:
+            # A foreign key's reference carries its constraint name; a column's, its description.
+            via = f" (foreign key {reference.name})" if reference.name != reference.describe() else ""
+            print(f"{'recorded' if args.accept else 'proposed'} soft reference: {reference.describe()}{via}")
+        if args.accept:
+            plan = accept(plan, proposals, references)
+        elif proposals or references:
+            print("to apply the proposals: dual-db plan --discover --accept (or edit the plan file)")
+        # What `migrate` would refuse with this plan (routing_complete), said now.
+        for problem in split_hazards(conn, plan):
+            print(f"migrate refuses until decided: {problem}")
     plan.save(path)
     print(f"wrote {path}: {len(plan.core)} core, {len(plan.ai)} ai, {len(plan.exclude)} excluded")
     return 0

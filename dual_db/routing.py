@@ -279,17 +279,62 @@ DISCOVERY_RULE = (
     "proposed, not applied (--accept applies them)"
 )
 
+# Partitions' clones of a partitioned table's key (conparentid <> 0) are the same decision.
 _FOREIGN_KEYS_SQL = """
 SELECT fn.nspname, f.relname, tn.nspname, t.relname,
        array(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
              JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i),
        array(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
-             JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i)
+             JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i),
+       k.conname
 FROM pg_constraint k
 JOIN pg_class f ON f.oid = k.conrelid JOIN pg_namespace fn ON fn.oid = f.relnamespace
 JOIN pg_class t ON t.oid = k.confrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
-WHERE k.contype = 'f'
+WHERE k.contype = 'f' AND k.conparentid = 0
+ORDER BY fn.nspname, f.relname, k.conname
 """
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key of the source, by its constraint name."""
+
+    name: str
+    table: TableName
+    columns: tuple[str, ...]
+    ref_table: TableName
+    ref_columns: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{self.table}({', '.join(self.columns)}) -> {self.ref_table}({', '.join(self.ref_columns)})"
+
+    def as_soft_reference(self, from_database: str | None = None) -> SoftReference:
+        return SoftReference(
+            name=self.name,
+            from_table=self.table,
+            from_columns=self.columns,
+            to_table=self.ref_table,
+            to_columns=self.ref_columns,
+            from_database=from_database,
+        )
+
+
+def source_foreign_keys(conn: psycopg.Connection) -> list[ForeignKey]:
+    return [
+        ForeignKey(str(r[6]), TableName(r[0], r[1]), tuple(r[4]), TableName(r[2], r[3]), tuple(r[5]))
+        for r in conn.execute(_FOREIGN_KEYS_SQL)
+    ]
+
+
+def declares(plan: RoutingPlan, fk: ForeignKey) -> bool:
+    """The plan lists `fk` under soft_references: same tables, same column pairs (in any order)."""
+    pairs = sorted(zip(fk.columns, fk.ref_columns, strict=True))
+    return any(
+        ref.from_table == fk.table
+        and ref.to_table == fk.ref_table
+        and sorted(zip(ref.from_columns, ref.to_columns, strict=True)) == pairs
+        for ref in plan.soft_references
+    )
 
 
 @dataclass(frozen=True)
@@ -305,38 +350,38 @@ def _prefix(name: str) -> str | None:
     return head + sep if sep and head else None
 
 
-def propose(conn: psycopg.Connection, plan: RoutingPlan) -> tuple[list[Proposal], list[SoftReference]]:
+def propose(
+    conn: psycopg.Connection, plan: RoutingPlan, existing: RoutingPlan | None = None
+) -> tuple[list[Proposal], list[SoftReference]]:
     """What the user should confirm: core tables that belong with the AI tables (a foreign key into
     one, or the AI tables' name prefix, e.g. `ai_`), and every reference that crosses the split (a
-    foreign key, or an `<x>_id` column naming a table on the other side by its key) as a soft reference.
+    foreign key, named by its constraint, or an `<x>_id` column naming a table on the other side by its
+    key) as a soft reference.
+
+    A table `existing` (the plan before `discover`) already routes to core stays there: that was a
+    decision, and its foreign keys into AI are proposed as soft references instead of a move.
     """
     ai = set(plan.ai)
-    foreign_keys = [
-        (TableName(r[0], r[1]), TableName(r[2], r[3]), tuple(r[4]), tuple(r[5]))
-        for r in conn.execute(_FOREIGN_KEYS_SQL)
-    ]
+    kept = set(existing.core) if existing is not None else set()
+    foreign_keys = source_foreign_keys(conn)
     prefixes = {p for t in ai if (p := _prefix(t.name))}
     proposals: dict[TableName, str] = {}
-    for from_table, to_table, _, _ in foreign_keys:
-        if from_table in plan.core and to_table in ai:
-            proposals.setdefault(from_table, f"it has a foreign key to the AI table {to_table}")
+    for fk in foreign_keys:
+        if fk.table in plan.core and fk.table not in kept and fk.ref_table in ai:
+            proposals.setdefault(
+                fk.table,
+                f"it has a foreign key to the AI table {fk.ref_table}: {fk.name}, {fk.describe()}",
+            )
     for table in plan.core:
         prefix = _prefix(table.name)
-        if prefix in prefixes and table not in proposals:
+        if prefix in prefixes and table not in proposals and table not in kept:
             proposals[table] = f"its name shares the prefix {prefix!r} with the AI tables"
 
     side = {t: "ai" for t in (*ai, *proposals)} | {t: "core" for t in plan.core if t not in proposals}
     candidates: dict[tuple[TableName, tuple[str, ...]], SoftReference] = {}
-    for from_table, to_table, columns, to_columns in foreign_keys:
-        if from_table in side and to_table in side and side[from_table] != side[to_table]:
-            candidates[(from_table, columns)] = SoftReference(
-                name=f"{from_table}({', '.join(columns)}) -> {to_table}({', '.join(to_columns)})",
-                from_table=from_table,
-                from_columns=columns,
-                to_table=to_table,
-                to_columns=to_columns,
-                from_database=side[from_table],
-            )
+    for fk in foreign_keys:
+        if fk.table in side and fk.ref_table in side and side[fk.table] != side[fk.ref_table]:
+            candidates[(fk.table, fk.columns)] = fk.as_soft_reference(side[fk.table])
     keys = {t: key[0] for t in side if len(key := primary_key(conn, t)) == 1}
 
     def named_by(stem: str, table: TableName) -> bool:

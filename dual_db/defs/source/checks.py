@@ -7,6 +7,7 @@ from dual_db.defs.constants import ROUTING_COMPLETE, SOURCE_SCHEMA_DUMP
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import SourceDatabase
 from dual_db.routing import RoutingPlan, plan_path
+from dual_db.split_hazards import split_hazards
 
 
 def build_routing_complete(plan: RoutingPlan) -> dg.AssetChecksDefinition:
@@ -17,7 +18,8 @@ def build_routing_complete(plan: RoutingPlan) -> dg.AssetChecksDefinition:
         name=ROUTING_COMPLETE,
         blocking=True,
         description="Every source table is routed exactly once by the routing plan: a table missing "
-        "from the plan, a planned table missing from the source, or a table routed twice fails it by name.",
+        "from the plan, a planned table missing from the source, or a table routed twice fails it by name; "
+        "so does what no copy can carry: an undeclared foreign key across the split, large objects.",
     )
     def routing_complete(source: SourceDatabase) -> dg.AssetCheckResult:
         with clear_failure():
@@ -37,7 +39,9 @@ def _routing_complete(plan: RoutingPlan, source: SourceDatabase) -> dg.AssetChec
                 has_vectors = any(c.vector_type for c in table_columns(conn, table))
                 if has_vectors != (table in listed):
                     stale.append(f"{table} has {'a' if has_vectors else 'no'} pgvector column")
-    problems = plan.problems(source_tables)
+        # Blocking: nothing downstream (the target schemas, the copies) runs while these are open.
+        hazards = split_hazards(conn, plan)
+    problems = plan.problems(source_tables) + hazards
     note = (
         f" (vector_tables is out of date: {'; '.join(stale[:5])}; it only labels the assets: "
         "rewrite it with `dual-db plan --discover`)"

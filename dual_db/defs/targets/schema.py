@@ -31,6 +31,7 @@ from dual_db.schema.ownership import prepare_target
 from dual_db.schema.post_data import build_post_data
 from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
 from dual_db.schema.statistics import dump_statistics
+from dual_db.split_hazards import check_split_hazards
 
 
 @functools.lru_cache(maxsize=2)
@@ -87,7 +88,18 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
             target_db = target_database(target, core, ai)
             url = target_db.database_url()
             preflight(source.database_url(), {target: url}, replace_existing=settings.replace_existing)
+            # Also here, not only in routing_complete: a one-asset run of this step skips that check.
+            check_split_hazards(source.database_url(), plan)
             split = _split_for(context, plan, core, ai)
+            for ref in split.soft_references:
+                if ref.from_database == target:
+                    # Declared in the plan (check_split_hazards refused it otherwise), yet the application
+                    # loses an enforced key: said where the run log shows it.
+                    context.log.warning(
+                        f"foreign key {ref.name} {ref.describe()} is not created in {target}: it points into "
+                        "the other database, and is now the soft reference the plan declares "
+                        "(foreign_keys_valid and the soak week count its orphans)"
+                    )
             target_version = split.core_major if target == "core" else split.ai_major
             pre, post = (
                 (split.core_pre, split.core_post_parts)
