@@ -16,6 +16,7 @@ import pytest
 
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
+from dual_db.db.references import SoftReference
 from dual_db.definitions import build_definitions
 from dual_db.routing import RoutingPlan, accept, discover, propose
 from dual_db_tests.conftest import Databases
@@ -206,6 +207,9 @@ def test_a_declared_foreign_key_across_the_split_is_counted_by_verify_and_watche
         assert warnings and "soft reference" in warnings[0], warnings
         check = _checks(migrated)[("core/post_data", "foreign_keys_valid")]
         assert _soft_orphans(check) == 4 and "4 orphan rows" in (check.description or "")
+        # Counted once: on core, which holds the referencing rows, not again on AI's check.
+        ai_check = _checks(migrated)[("ai/vector_indexes", "foreign_keys_valid")]
+        assert "soft_references" not in ai_check.metadata, ai_check.description
 
         verified = _run("verify", plan, instance)
         assert verified.success, _failure_text(verified)
@@ -279,3 +283,32 @@ def test_plan_discover_accept_prints_why_it_moves_a_table(env: Databases, tmp_pa
         and "agent_messages_user_id_fkey" in line
         for line in out.splitlines()
     ), out
+
+
+def test_an_undeclared_foreign_key_from_ai_into_core_is_named_too(databases: Databases) -> None:
+    from dual_db.split_hazards import split_hazards
+
+    with connection(databases.source, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE agent_messages (id int PRIMARY KEY);"
+            "CREATE TABLE ai_feedback (id int PRIMARY KEY, message_id int, CONSTRAINT fk_feedback_message "
+            "FOREIGN KEY (message_id) REFERENCES agent_messages(id));"
+        )
+    plan = RoutingPlan(core=[TableName.parse("agent_messages")], ai=[TableName.parse("ai_feedback")])
+    with connection(databases.source, read_only=True) as conn:
+        (problem,) = split_hazards(conn, plan)
+        assert problem.startswith(
+            "foreign key fk_feedback_message ai_feedback(message_id) -> agent_messages(id) points from ai "
+            "into core"
+        ), problem
+        # Declared (columns in any order of their pairs), nothing is left to decide.
+        plan.soft_references = [
+            SoftReference(
+                "declared",
+                TableName.parse("ai_feedback"),
+                ("message_id",),
+                TableName.parse("agent_messages"),
+                ("id",),
+            )
+        ]
+        assert split_hazards(conn, plan) == []

@@ -53,10 +53,14 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
     asset = POST_DATA_ASSETS[target]
     tables = plan.tables(target)
     other_tables = {t for other in TARGETS if other != target for t in plan.tables(other)}
+    routed = {*tables, *other_tables}
+    # Each reference is counted once, on the database that holds its referencing rows (a key from core
+    # into AI on core's check); AI's check also takes those whose holder the plan does not route.
     references = [
         ref
         for ref in plan.soft_references
-        if ref.from_table in tables or (target == "ai" and ref.to_table in tables)
+        if ref.from_table in tables
+        or (target == "ai" and ref.to_table in tables and ref.from_table not in routed)
     ]
 
     @_blocking_check(
