@@ -68,6 +68,17 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(texts)
 
 
+def _cli(cwd: Path, *args: str) -> str:
+    """`dual-db …` as a user runs it (the URLs from the environment); its standard output."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dual_db.cli", *args], capture_output=True, text=True, check=True, cwd=cwd
+    )
+    return done.stdout
+
+
 def _user_tables(url: object) -> list[str]:
     with connection(url) as conn:  # type: ignore[arg-type]
         return [
@@ -109,6 +120,9 @@ def test_large_object_columns_are_refused_before_anything_is_written(env: Databa
     assert "plain" not in text.split("large object")[0]
     # Nothing was written to either target.
     assert _user_tables(env.core) == [] and _user_tables(env.ai) == []
+    # `dual-db plan --discover` says it at plan time.
+    out = _cli(tmp_path, "plan", "--discover", "--file", "discovered.yaml")
+    assert "migrate refuses until decided: docs(content), scans(image, thumbnails) hold" in out, out
 
     # The fix the message names: the tables excluded, the rest of the plan is fine.
     from dual_db.split_hazards import split_hazards
@@ -263,18 +277,9 @@ def test_discover_says_which_foreign_key_moves_a_table_and_keeps_a_routed_one(
 
 
 def test_plan_discover_accept_prints_why_it_moves_a_table(env: Databases, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     with connection(env.source, autocommit=True) as conn:
         conn.execute(CROSS_FK_SQL)  # type: ignore[arg-type]
-    out = subprocess.run(
-        [sys.executable, "-m", "dual_db.cli", "plan", "--discover", "--accept", "--file", "p.yaml"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tmp_path,
-    ).stdout
+    out = _cli(tmp_path, "plan", "--discover", "--accept", "--file", "p.yaml")
     moved = [line for line in out.splitlines() if line.startswith("moved: agent_messages")]
     assert moved and "fk_agent_messages_doc" in moved[0] and "ai_kb_documents(id)" in moved[0], out
     # Moving it makes its key into users cross the split: recorded as a soft reference, by name.
