@@ -29,7 +29,7 @@ import psycopg
 import yaml
 
 from dual_db.db import env
-from dual_db.db.catalog import list_tables, primary_key, table_columns
+from dual_db.db.catalog import list_tables, primary_key, regclass_literal, table_columns
 from dual_db.db.names import TableName
 from dual_db.db.references import SoftReference
 
@@ -326,6 +326,30 @@ def source_foreign_keys(conn: psycopg.Connection) -> list[ForeignKey]:
     ]
 
 
+_LEAF_PARTITIONS_SQL = """
+SELECT n.nspname, c.relname FROM pg_partition_tree(%(rel)s::regclass) p
+JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE p.isleaf
+"""
+
+
+def sides_of(
+    conn: psycopg.Connection, side: dict[TableName, str], tables: Iterable[TableName]
+) -> dict[TableName, str]:
+    """`side` (table → "core"/"ai") extended to partitioned tables the plan does not list itself: a
+    partitioned table's key is declared once, on it, and it lives where all its routed leaves go."""
+    out = dict(side)
+    for table in set(tables) - set(side):
+        leaves = {
+            side.get(TableName(r[0], r[1]))
+            for r in conn.execute(_LEAF_PARTITIONS_SQL, {"rel": regclass_literal(table)})
+        }
+        leaves.discard(None)
+        if len(leaves) == 1:
+            out[table] = str(leaves.pop())
+    return out
+
+
 def declares(plan: RoutingPlan, fk: ForeignKey) -> bool:
     """The plan lists `fk` under soft_references: same tables, same column pairs (in any order)."""
     pairs = sorted(zip(fk.columns, fk.ref_columns, strict=True))
@@ -379,9 +403,10 @@ def propose(
 
     side = {t: "ai" for t in (*ai, *proposals)} | {t: "core" for t in plan.core if t not in proposals}
     candidates: dict[tuple[TableName, tuple[str, ...]], SoftReference] = {}
+    fk_side = sides_of(conn, side, [t for fk in foreign_keys for t in (fk.table, fk.ref_table)])
     for fk in foreign_keys:
-        if fk.table in side and fk.ref_table in side and side[fk.table] != side[fk.ref_table]:
-            candidates[(fk.table, fk.columns)] = fk.as_soft_reference(side[fk.table])
+        if fk.table in fk_side and fk.ref_table in fk_side and fk_side[fk.table] != fk_side[fk.ref_table]:
+            candidates[(fk.table, fk.columns)] = fk.as_soft_reference(fk_side[fk.table])
     keys = {t: key[0] for t in side if len(key := primary_key(conn, t)) == 1}
 
     def named_by(stem: str, table: TableName) -> bool:

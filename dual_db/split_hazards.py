@@ -28,7 +28,7 @@ from dual_db.db.connect import connection
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 from dual_db.preflight import GuardError
-from dual_db.routing import ForeignKey, RoutingPlan, declares, source_foreign_keys
+from dual_db.routing import ForeignKey, RoutingPlan, declares, sides_of, source_foreign_keys
 
 # Columns whose type is `oid` once domains and arrays are looked through (depth-bounded: a domain over
 # a domain over an array...). `%(schemas)s`/`%(names)s` are the routed tables, pairwise.
@@ -61,10 +61,12 @@ _LARGE_OBJECTS_SQL = "SELECT count(*) FROM pg_largeobject_metadata"
 
 def crossing_foreign_keys(conn: psycopg.Connection, plan: RoutingPlan) -> list[tuple[ForeignKey, str]]:
     """Every foreign key between a core table and an AI table, with the side it starts on."""
+    keys = source_foreign_keys(conn)
     side = {t: "core" for t in plan.core} | {t: "ai" for t in plan.ai}
+    side = sides_of(conn, side, [t for fk in keys for t in (fk.table, fk.ref_table)])
     return [
         (fk, side[fk.table])
-        for fk in source_foreign_keys(conn)
+        for fk in keys
         if fk.table in side and fk.ref_table in side and side[fk.table] != side[fk.ref_table]
     ]
 

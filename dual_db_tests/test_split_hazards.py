@@ -317,3 +317,30 @@ def test_an_undeclared_foreign_key_from_ai_into_core_is_named_too(databases: Dat
             )
         ]
         assert split_hazards(conn, plan) == []
+
+
+def test_a_partitioned_tables_key_into_ai_is_named_once_on_the_parent(databases: Databases) -> None:
+    """The plan lists the leaves (as discover does today); the key is declared once, on the parent."""
+    from dual_db.split_hazards import split_hazards
+
+    with connection(databases.source, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE ai_kb_documents (id int PRIMARY KEY);"
+            "CREATE TABLE events (id int, at date, doc_id int CONSTRAINT fk_events_doc "
+            "REFERENCES ai_kb_documents(id)) PARTITION BY RANGE (at);"
+            "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
+            "CREATE TABLE events_rest PARTITION OF events DEFAULT;"
+        )
+    plan = RoutingPlan(
+        core=[TableName.parse("events_2025"), TableName.parse("events_rest")],
+        ai=[TableName.parse("ai_kb_documents")],
+    )
+    with connection(databases.source, read_only=True) as conn:
+        (problem,) = split_hazards(conn, plan)
+        assert problem.startswith("foreign key fk_events_doc events(doc_id) -> ai_kb_documents(id)"), problem
+        _, references = propose(conn, plan)
+        assert [(r.name, r.describe()) for r in references] == [
+            ("fk_events_doc", "events(doc_id) -> ai_kb_documents(id)")
+        ]
+        plan.soft_references = references
+        assert split_hazards(conn, plan) == []
