@@ -32,19 +32,30 @@ from dual_db.schema.post_data import build_post_data
 from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
 from dual_db.schema.statistics import dump_statistics
 
+# The schema assets' metadata entry listing what `accept_across_split` let through (the report reads it).
+ACCEPTED_METADATA = "accepted_across_split"
+
 
 @functools.lru_cache(maxsize=2)
 def _split_once(
-    pre_data_path: str, post_data_path: str, ai_tables: frozenset[TableName], core_major: int, ai_major: int
+    pre_data_path: str,
+    post_data_path: str,
+    ai_tables: frozenset[TableName],
+    core_major: int,
+    ai_major: int,
+    accept: frozenset[str] = frozenset(),
 ) -> SchemaSplit:
     # A pure function of its inputs: both schema steps of a run ask with the same ones (the dump's
-    # files, the plan, both servers' versions), so the dump is parsed and split once per run.
+    # files, the plan, both servers' versions), so the dump is parsed and split once per run. It is
+    # computed whole (both sides) before either step writes, so a refusal of either side's objects
+    # stops both steps before anything reaches a target.
     return split_schema(
         Path(pre_data_path).read_text(),
         Path(post_data_path).read_text(),
         set(ai_tables),
         core_major=core_major,
         ai_major=ai_major,
+        accept=accept,
     )
 
 
@@ -57,7 +68,12 @@ def _split_for(
         with db.get_connection(autocommit=True) as conn:
             majors.append(server_version_num(conn) // 10000)
     return _split_once(
-        str(dump.pre_data_path), str(dump.post_data_path), frozenset(plan.ai), majors[0], majors[1]
+        str(dump.pre_data_path),
+        str(dump.post_data_path),
+        frozenset(plan.ai),
+        majors[0],
+        majors[1],
+        frozenset(plan.accept_across_split),
     )
 
 
@@ -88,6 +104,12 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
             url = target_db.database_url()
             preflight(source.database_url(), {target: url}, replace_existing=settings.replace_existing)
             split = _split_for(context, plan, core, ai)
+            # What the plan accepted across the split, and what an operator should know: said loudly,
+            # not only in metadata (the verification report's summary names the accepted ones too).
+            for accepted in split.accepted:
+                context.log.warning(f"accepted in the routing plan: {accepted.detail}")
+            for note in split.notes:
+                context.log.warning(f"schema split: {note}")
             target_version = split.core_major if target == "core" else split.ai_major
             pre, post = (
                 (split.core_pre, split.core_post_parts)
@@ -139,6 +161,18 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
                     ]
                 ),
                 "notes": dg.MetadataValue.json(split.notes),
+                ACCEPTED_METADATA: dg.MetadataValue.json(
+                    [
+                        {
+                            "kind": a.kind,
+                            "name": a.name,
+                            "detail": a.detail,
+                            "table": a.table.qualified if a.table else None,
+                            "own_name": a.own_name,
+                        }
+                        for a in split.accepted
+                    ]
+                ),
             }
             if target == "core":
                 metadata["removed_from_core"] = dg.MetadataValue.md(
