@@ -9,6 +9,8 @@ core and AI databases, and the `migrate` job runs end to end through Dagster."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -275,3 +277,26 @@ def test_demo_source_splits_with_nothing_refused_or_accepted(
     assert split.accepted == []
     assert not any(r.accepted for r in split.removed)
     assert "set_updated_at" in split.core_pre
+
+
+def test_plan_discover_shows_the_refusal_and_keeps_the_acceptance(
+    servers: EmbeddedCluster, new_database: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = new_database(servers["source"])
+    with connection(url, autocommit=True) as conn:
+        conn.execute(TRIGGER_SOURCE)  # type: ignore[arg-type]
+    command = [str(Path(sys.executable).parent / "dual-db"), "plan", "--discover", "--file", "plan.yaml"]
+    env = {"PATH": "/usr/bin:/bin", "SOURCE_DATABASE_URL": url.uri()}
+    refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("the schema split refuses this plan: ")
+    assert "TRIGGER public.orders.orders_to_ai (core) uses FUNCTION public.log_order" in line
+    plan_file = tmp_path / "plan.yaml"
+    assert RoutingPlan.load(plan_file).ai == [TableName("public", "ai_events")]  # written all the same
+
+    plan_file.write_text(plan_file.read_text() + "accept_across_split: [orders.orders_to_ai]\n")
+    accepted = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "accepted in the plan: TRIGGER public.orders.orders_to_ai (core)" in accepted.stdout
+    assert RoutingPlan.load(plan_file).accept_across_split == ["orders.orders_to_ai"]
