@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from dual_db.demo.source import build_demo_source
 from dual_db.embedded import EmbeddedCluster, pg_bin_dir
 from dual_db.routing import RoutingPlan, RoutingPlanError
 from dual_db.schema import SchemaSplit, SchemaSplitError, apply_sql, dump_schema_sections, split_schema
+from dual_db.verify.write_probe import broken_summary, write_probe
 from dual_db_tests.conftest import DatabaseFactory, Databases
 
 # The issue's example: a core table whose trigger writes an AI table.
@@ -197,8 +199,7 @@ REFRESH MATERIALIZED VIEW ai_notes_per_order;
 
 @pytest.fixture
 def environment(databases: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Databases]:
-    with connection(databases.source, autocommit=True) as conn:
-        conn.execute(MIGRATE_SOURCE)  # type: ignore[arg-type]
+    """Source, core and AI for `migrate` (the source is filled by the test)."""
     monkeypatch.setenv("DUAL_DB_PLAN_FILE", str(tmp_path / "plan.yaml"))
     monkeypatch.setenv("SOURCE_DATABASE_URL", databases.source.uri())
     monkeypatch.setenv("CORE_DATABASE_URL", databases.core.uri())
@@ -227,6 +228,8 @@ def test_migrate_refuses_before_writing_then_runs_with_the_trigger_accepted(
     environment: Databases, tmp_path: Path
 ) -> None:
     dbs = environment
+    with connection(dbs.source, autocommit=True) as conn:
+        conn.execute(MIGRATE_SOURCE)  # type: ignore[arg-type]
     plan = "core: [orders]\nai: [ai_events]\n"
     with dg.DagsterInstance.ephemeral() as instance:
         result = _migrate(tmp_path, plan, instance)
@@ -300,3 +303,66 @@ def test_plan_discover_shows_the_refusal_and_keeps_the_acceptance(
     assert accepted.returncode == 0, accepted.stderr
     assert "accepted in the plan: TRIGGER public.orders.orders_to_ai (core)" in accepted.stdout
     assert RoutingPlan.load(plan_file).accept_across_split == ["orders.orders_to_ai"]
+
+
+# What the static reading cannot see: the function builds its statement at run time.
+DYNAMIC_SOURCE = """
+CREATE EXTENSION vector;
+CREATE TABLE orders (id int PRIMARY KEY, amount numeric, customer text);
+CREATE TABLE order_lines (order_id int REFERENCES orders(id) ON DELETE CASCADE, n int);
+CREATE TABLE ai_events (id bigserial PRIMARY KEY, order_id int, embedding vector(3), note text);
+CREATE FUNCTION log_order() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN EXECUTE 'INSERT INTO ai' || '_events(order_id) VALUES ($1)' USING new.id; RETURN new; END$$;
+CREATE TRIGGER orders_to_ai AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION log_order();
+CREATE TABLE audit (id int GENERATED ALWAYS AS IDENTITY, at timestamptz DEFAULT now(),
+                    twice int GENERATED ALWAYS AS (id * 2) STORED);
+CREATE TABLE empty_one (id int);
+"""
+
+
+def test_write_probe_catches_what_the_static_reading_misses(
+    servers: EmbeddedCluster, new_database: DatabaseFactory
+) -> None:
+    pre, post = _dump(servers, new_database, DYNAMIC_SOURCE)
+    split = split_schema(pre, post, AI)  # nothing to refuse: the table's name is built at run time
+    core, ai = new_database(servers["core"]), new_database(servers["ai"])
+    _apply(split, core, ai)
+    with connection(core, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # as the copy loads: no triggers
+        conn.execute("INSERT INTO orders SELECT g, g, 'c' FROM generate_series(1, 5) g")
+        conn.execute("INSERT INTO order_lines SELECT g, 1 FROM generate_series(1, 5) g")
+        conn.execute("INSERT INTO audit DEFAULT VALUES")
+    tables = [TableName("public", t) for t in ("orders", "order_lines", "audit", "empty_one")]
+    started = time.monotonic()
+    report = write_probe(core, tables)
+    seconds = time.monotonic() - started
+    assert list(report.broken) == [TableName("public", "orders")]
+    assert 'relation "ai_events" does not exist' in report.broken[TableName("public", "orders")]
+    assert report.empty == [TableName("public", "empty_one")]
+    assert report.inconclusive == {}  # identity ALWAYS, generated and cascading rows write back fine
+    assert "public.orders" in broken_summary("core", report) and "\n" not in broken_summary("core", report)
+    print(f"write probe: {len(report.probed)} tables in {seconds:.3f}s")
+    with connection(core) as conn:  # nothing stays written
+        assert conn.execute(
+            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_lines), "
+            "(SELECT array_agg(id) FROM audit)"
+        ).fetchone() == (5, 5, [1])
+
+
+def test_migrate_fails_on_the_write_probe_naming_the_table(environment: Databases, tmp_path: Path) -> None:
+    dbs = environment
+    with connection(dbs.source, autocommit=True) as conn:
+        conn.execute(DYNAMIC_SOURCE)  # type: ignore[arg-type]
+        conn.execute("INSERT INTO orders SELECT g, g, 'c' FROM generate_series(1, 5) g")
+    plan = "core: [orders, order_lines, audit, empty_one]\nai: [ai_events]\n"
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _migrate(tmp_path, plan, instance)
+    assert not result.success
+    failed = {
+        e.step_key: str(e.event_specific_data) for e in result.all_events if e.is_step_failure and e.step_key
+    }
+    assert "core__post_data" in failed, failed
+    assert "the write probe on core failed for 1 table(s)" in failed["core__post_data"]
+    assert 'public.orders: relation "ai_events" does not exist' in failed["core__post_data"]
+    with connection(dbs.core) as conn:  # the probe's writes were rolled back
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (5,)

@@ -31,6 +31,7 @@ from dual_db.schema.ownership import prepare_target
 from dual_db.schema.post_data import build_post_data
 from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
 from dual_db.schema.statistics import dump_statistics
+from dual_db.verify.write_probe import broken_summary, write_probe
 
 # The schema assets' metadata entry listing what `accept_across_split` let through (the report reads it).
 ACCEPTED_METADATA = "accepted_across_split"
@@ -224,6 +225,21 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
                 statistics=statistics,
                 log=context.log.info,
             )
+            # One rolled-back write per table, triggers and foreign keys on: what the static reading of
+            # the split missed fails here, named, rather than at the application's first write.
+            probe = write_probe(target_db.database_url(), tables)
+            context.log.info(
+                f"write probe: {len(probe.probed)} table(s) written back and rolled back in "
+                f"{probe.seconds:.1f}s ({len(probe.empty)} empty, {len(probe.inconclusive)} inconclusive)"
+            )
+            for table, why in probe.inconclusive.items():
+                context.log.warning(f"write probe inconclusive for {table.qualified}: {why}")
+            if probe.broken:
+                raise dg.Failure(
+                    description=broken_summary(target, probe),
+                    metadata={"write_probe": dg.MetadataValue.json(probe.to_dict())},
+                )
+            # After the probe: sequences its triggers drew from return to the source's values.
             with (
                 connection(source.database_url(), read_only=True) as src,
                 connection(target_db.database_url(), autocommit=True) as tgt,
@@ -233,6 +249,7 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
                 metadata={
                     **report.to_dict(),
                     "vector_indexes": dg.MetadataValue.json(report.to_dict()["vector_indexes"]),
+                    "write_probe": dg.MetadataValue.json(probe.to_dict()),
                     **SequencesRecord(
                         {s.sequence: (s.last_value, s.is_called) for s in sequences}
                     ).to_metadata(),
