@@ -107,6 +107,12 @@ CREATE VIEW order_stats AS SELECT count(*) AS n, ai_event_count() AS events FROM
 -- BEGIN ATOMIC reading both sides: the function itself is refused.
 CREATE FUNCTION both_sides() RETURNS bigint LANGUAGE sql
   BEGIN ATOMIC SELECT count(*) FROM orders JOIN ai_events ON ai_events.order_id = orders.id; END;
+-- PL/pgSQL reaching both sides through an assignment and a %ROWTYPE declaration.
+CREATE FUNCTION assign_both() RETURNS bigint LANGUAGE plpgsql AS
+  $$DECLARE n bigint;
+    BEGIN n := (SELECT count(*) FROM ai_events); RETURN n + (SELECT count(*) FROM orders); END$$;
+CREATE FUNCTION rowtype_both() RETURNS int LANGUAGE plpgsql AS
+  $$DECLARE r ai_events%ROWTYPE; BEGIN RETURN (SELECT count(*) FROM orders); END$$;
 -- A view over tables on both sides.
 CREATE VIEW order_events AS SELECT o.id, e.note FROM orders o JOIN ai_events e ON e.order_id = o.id;
 -- A rule and a policy on core tables reaching an AI table.
@@ -124,6 +130,8 @@ REFUSED_BODIES = {
     "VIEW public.order_stats (core)": "public.ai_events",
     "FUNCTION public.both_sides (core)": "public.ai_events",
     "VIEW public.order_events (core)": "public.ai_events",
+    "FUNCTION public.assign_both (core)": "public.ai_events",
+    "FUNCTION public.rowtype_both (core)": "public.ai_events",
     "RULE public.audit.audit_to_ai (core)": "public.ai_events",
     "POLICY public.orders.orders_seen (core)": "public.ai_events",
     "SEQUENCE public.shared_ids (core and AI)": "public.ai_notes",

@@ -7,7 +7,8 @@ comments of AI tables, foreign keys between the two sides).
 
 Here every statement of the dump is parsed by pglast (the PostgreSQL 18 parser) and described by what
 it defines (tables, types, functions, sequences, indexes, constraints, ...), which table it belongs to,
-and what it references (relations, types, functions, sequences named in `nextval('...'::regclass)`).
+and what it references (relations, types, functions, sequences named in `nextval('...'::regclass)`,
+and what function bodies name: SQL bodies, PL/pgSQL bodies and their embedded statements).
 The split is then a graph computation on those descriptions:
 
 * core = every statement, minus the pgvector extension, everything belonging to the AI tables, hnsw/
@@ -338,9 +339,9 @@ def _body_statements(text: str, mode: int) -> list[ast.Node]:
     return [raw.stmt for raw in pglast.parse_sql(text)]
 
 
-def _plpgsql_sql(tree: object) -> Iterator[tuple[str, int]]:
-    """Every embedded SQL text of a parse_plpgsql tree, with its parse mode, and the tables named by
-    `%ROWTYPE` / `%TYPE` declarations (as `SELECT * FROM <table>` texts)."""
+def _plpgsql_sql(tree: object) -> Iterator[tuple[str, str, int]]:
+    """What a parse_plpgsql tree names: ("sql", text, parse mode) for each embedded SQL text, and
+    ("rowtype" | "type", declared name, 0) for each `tbl%ROWTYPE` / `tbl.col%TYPE` declaration."""
     stack = [tree]
     while stack:
         current = stack.pop()
@@ -349,14 +350,14 @@ def _plpgsql_sql(tree: object) -> Iterator[tuple[str, int]]:
         elif isinstance(current, dict):
             expr = current.get("PLpgSQL_expr")
             if isinstance(expr, dict) and isinstance(expr.get("query"), str):
-                yield expr["query"], int(expr.get("parseMode") or 0)
+                yield "sql", expr["query"], int(expr.get("parseMode") or 0)
             typ = current.get("PLpgSQL_type")
             if isinstance(typ, dict) and isinstance(typ.get("typname"), str):
                 name = typ["typname"]
-                lowered = name.lower()
-                for suffix, drop_column in (("%rowtype", False), ("%type", True)):
-                    if lowered.endswith(suffix):
-                        yield name[: -len(suffix)], -1 if drop_column else -2
+                for suffix in ("%rowtype", "%type"):
+                    if name.lower().endswith(suffix):
+                        yield suffix[1:], name[: -len(suffix)], 0
+                        break
             stack.extend(current.values())
 
 
@@ -386,13 +387,11 @@ def _collect_body_refs(s: _Stmt, node: ast.CreateFunctionStmt) -> None:
         if language == "sql":
             trees = [raw.stmt for raw in pglast.parse_sql(body[0])]
         else:
-            for text, mode in _plpgsql_sql(pglast.parse_plpgsql(s.st.text)):
-                if mode < 0:
-                    key = _declared_relation(text, drop_column=mode == -1)
-                    if key is not None:
-                        s.refs.add(key)
-                    continue
-                trees.extend(_body_statements(text, mode))
+            for what, text, mode in _plpgsql_sql(pglast.parse_plpgsql(s.st.text)):
+                if what == "sql":
+                    trees.extend(_body_statements(text, mode))
+                elif (key := _declared_relation(text, drop_column=what == "type")) is not None:
+                    s.refs.add(key)
     except (ParseError, UnicodeError) as exc:
         s.body_unread = " ".join(str(exc).split())
         return
