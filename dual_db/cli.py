@@ -15,11 +15,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dual_db.db.connect import DatabaseUnreachable
 from dual_db.db.env import EnvironmentConflict, MissingVariable, load_env_file, require
 from dual_db.db.urls import DatabaseUrl, DatabaseUrlError
 from dual_db.embedded import DEFAULT_STATE_DIR, ROLE_DATABASES, EmbeddedCluster, write_env_file
+
+if TYPE_CHECKING:
+    from dual_db.routing import RoutingPlan
 
 ENV_FILE = Path(".env")
 
@@ -124,7 +128,37 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"migrate refuses until decided: {problem}")
     plan.save(path)
     print(f"wrote {path}: {len(plan.core)} core, {len(plan.ai)} ai, {len(plan.exclude)} excluded")
+    refusal = _split_refusal(url, plan)
+    if refusal:
+        print(f"the schema split refuses this plan: {refusal}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _split_refusal(url: DatabaseUrl, plan: RoutingPlan) -> str | None:
+    """What the schema split would refuse (objects reaching across it, ...), found now rather than by
+    `migrate`: the source's schema is dumped (read-only) and split with the plan. None when it splits,
+    or when the schema cannot be dumped here (`migrate` says why)."""
+    from dual_db.schema.dump import PgToolError, dump_schema_sections, resolve_pg_bin_dir
+    from dual_db.schema.split import SchemaSplitError, TargetVersionError, split_schema
+    from dual_db.schema.statements import SchemaParseError
+
+    try:
+        sections = dump_schema_sections(url, bin_dir=resolve_pg_bin_dir())
+    except PgToolError as exc:
+        print(f"schema not checked against the plan: {exc}")
+        return None
+    try:
+        split = split_schema(
+            sections.pre_data, sections.post_data, set(plan.ai), accept=plan.accept_across_split
+        )
+    except (TargetVersionError, SchemaParseError):
+        return None  # the target servers' versions, a dump pglast cannot read: `migrate` says
+    except SchemaSplitError as exc:
+        return str(exc)
+    for accepted in split.accepted:
+        print(f"accepted in the plan: {accepted.detail}")
+    return None
 
 
 def cmd_reset_demo_targets(args: argparse.Namespace) -> int:

@@ -11,8 +11,21 @@ The plan is a YAML file (default `routing_plan.yaml` at the repository root, or 
     owners:              # optional: who answers for each database's tables (an email or team:<name>)
       core: [team:platform]
       ai: [team:ml]
+    accept_across_split: # optional: objects reaching across the split, accepted by name
+      - public.orders.orders_to_ai     # a trigger on a core table whose function writes an AI table
+      - public.order_events            # a view joining a core and an AI table
 
-The last two only label the table assets in the Dagster UI (tags `has_vectors` and `class`, owners).
+`vector_tables` and `owners` only label the table assets in the Dagster UI (tags `has_vectors` and
+`class`, owners).
+
+`accept_across_split` is the explicit decision for what the schema split would otherwise refuse: a
+function, trigger, view, materialized view, rule or policy whose definition (a function's body
+included) references a table routed to the other database, so that neither database can have it as
+it is, and a sequence drawn by both a core and an AI table. Each is refused by name until it is
+listed here (as the refusal spells it; `public.` may be left out). A listed object is left out of the
+targets and recorded as removed, with the reason (it is never created broken); a listed sequence is
+copied into both databases, each copy then handing out values on its own. Both are logged at WARNING
+and named in the verification report's summary line.
 
 Dagster's asset definitions are built from this file when the code location loads, without touching a
 database. `dual-db plan --discover` reads the live source catalog and writes the file.
@@ -60,6 +73,9 @@ class RoutingPlan:
     vector_tables: list[TableName] | None = None
     # Dagster owners (an email or `team:<name>`) of each target's tables.
     owners: dict[str, list[str]] = field(default_factory=dict)
+    # Objects reaching across the split that the schema split may leave out (a sequence: copy into
+    # both), by name: the explicit decision instead of a refusal (module docstring).
+    accept_across_split: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path | None = None) -> RoutingPlan:
@@ -81,7 +97,15 @@ class RoutingPlan:
             raise RoutingPlanError(f"routing plan {path} is not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise RoutingPlanError(f"routing plan {path}: expected a mapping with 'core' and 'ai' lists")
-        unknown = set(data) - {"core", "ai", "exclude", "soft_references", "vector_tables", "owners"}
+        unknown = set(data) - {
+            "core",
+            "ai",
+            "exclude",
+            "soft_references",
+            "vector_tables",
+            "owners",
+            "accept_across_split",
+        }
         if unknown:
             raise RoutingPlanError(f"routing plan {path}: unknown key(s) {sorted(unknown)}")
 
@@ -101,6 +125,7 @@ class RoutingPlan:
             soft_references=_soft_references(path, data.get("soft_references") or []),
             vector_tables=names("vector_tables") if "vector_tables" in data else None,
             owners=_owners(path, data.get("owners") or {}),
+            accept_across_split=_accepted(path, data.get("accept_across_split") or []),
         )
 
     def save(self, path: Path | None = None) -> Path:
@@ -113,6 +138,10 @@ class RoutingPlan:
             "# the foreign_keys_valid check counts their orphans.\n"
             "# vector_tables: the tables with a pgvector column; owners (optional): per database, who\n"
             "# answers for its tables (an email or team:<name>). Both only label the assets in the UI.\n"
+            "# accept_across_split (optional): objects the schema split refuses because they reference\n"
+            "# the other database (functions, triggers, views, rules, policies; sequences both sides draw\n"
+            "# from), accepted by name: left out of the targets (a sequence: copied into both), logged at\n"
+            "# WARNING and named in the verification report.\n"
         )
         body = {
             "ai": [t.display for t in self.ai],
@@ -133,6 +162,8 @@ class RoutingPlan:
             body["vector_tables"] = [t.display for t in self.vector_tables]
         if self.owners:
             body["owners"] = {target: list(owners) for target, owners in self.owners.items()}
+        if self.accept_across_split:
+            body["accept_across_split"] = list(self.accept_across_split)
         path.write_text(header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
         return path
 
@@ -222,6 +253,15 @@ def _soft_references(path: Path, items: object) -> list[SoftReference]:
     return result
 
 
+def _accepted(path: Path, value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise RoutingPlanError(
+            f"routing plan {path}: 'accept_across_split' must be a list of object names, as the schema "
+            "split's refusal spells them (e.g. public.orders.orders_to_ai)"
+        )
+    return [v.strip() for v in value]
+
+
 def _owners(path: Path, value: object) -> dict[str, list[str]]:
     """`owners: {core: [...], ai: [...]}`, each an email or `team:<name>` (what Dagster accepts)."""
     if not isinstance(value, dict) or not set(value) <= set(TARGETS):
@@ -252,6 +292,7 @@ def discover(conn: psycopg.Connection, existing: RoutingPlan | None = None) -> t
     plan = RoutingPlan(
         soft_references=list(existing.soft_references), vector_tables=[], owners=existing.owners
     )
+    plan.accept_across_split = list(existing.accept_across_split)
     changes: list[str] = []
     for table in source_tables:
         previous = existing.target_of(table)
@@ -441,6 +482,7 @@ def accept(plan: RoutingPlan, proposals: list[Proposal], references: list[SoftRe
         exclude=list(plan.exclude),
         vector_tables=plan.vector_tables,
         owners=plan.owners,
+        accept_across_split=list(plan.accept_across_split),
         soft_references=[
             *plan.soft_references,
             *(r for r in references if (r.from_table, tuple(r.from_columns)) not in known),

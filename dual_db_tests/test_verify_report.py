@@ -151,3 +151,34 @@ def test_check_outcome_rejects_non_json_metadata_and_multi_line_summaries() -> N
         "n": 1,
         "names": ["a"],
     }
+
+
+def test_objects_accepted_across_the_split_are_named_in_the_summary_markdown_and_json() -> None:
+    report = _report(2)
+    report.set_accepted(
+        [
+            (
+                "TRIGGER public.orders.orders_to_ai",
+                "TRIGGER public.orders.orders_to_ai (core) uses …: left out",
+            ),
+            (
+                "VIEW public.order_events",
+                "VIEW public.order_events (core) uses AI table public.ai_events: left out",
+            ),
+            (
+                "TRIGGER public.orders.orders_to_ai",
+                "TRIGGER public.orders.orders_to_ai (core) uses …: left out",
+            ),
+        ]
+    )
+    assert report.summary_line() == (
+        "2/2 tables identical, 0 rows missing; accepted in the plan across the split: 2 objects left "
+        "out or copied into both (TRIGGER public.orders.orders_to_ai, VIEW public.order_events)"
+    )
+    assert report.passed  # the plan decided it: said, not failed
+    assert "uses AI table public.ai_events: left out" in report.to_markdown()
+    accepted = json.loads(json.dumps(report.to_dict()))["accepted_across_split"]
+    assert [a["object"] for a in accepted] == [
+        "TRIGGER public.orders.orders_to_ai",
+        "VIEW public.order_events",
+    ]

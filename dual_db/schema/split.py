@@ -7,7 +7,8 @@ comments of AI tables, foreign keys between the two sides).
 
 Here every statement of the dump is parsed by pglast (the PostgreSQL 18 parser) and described by what
 it defines (tables, types, functions, sequences, indexes, constraints, ...), which table it belongs to,
-and what it references (relations, types, functions, sequences named in `nextval('...'::regclass)`).
+and what it references (relations, types, functions, sequences named in `nextval('...'::regclass)`,
+and what function bodies name: SQL bodies, PL/pgSQL bodies and their embedded statements).
 The split is then a graph computation on those descriptions:
 
 * core = every statement, minus the pgvector extension, everything belonging to the AI tables, hnsw/
@@ -27,11 +28,13 @@ exactly.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
+import pglast
 from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, ObjectType
+from pglast.parser import ParseError, scan
 from pglast.stream import RawStream
 from psycopg import sql
 
@@ -79,12 +82,29 @@ class TargetVersionError(SchemaSplitError):
 
 @dataclass(frozen=True)
 class RemovedObject:
-    """Something the core schema does not get, and why. `moved_to_ai` when the AI schema has it."""
+    """Something the core schema does not get, and why. `moved_to_ai` when the AI schema has it;
+    `accepted` when it reaches across the split and the routing plan's `accept_across_split` lets it
+    be left out (it is in neither database)."""
 
     kind: str
     name: str
     reason: str
     moved_to_ai: bool = False
+    accepted: bool = False
+
+
+@dataclass(frozen=True)
+class AcceptedObject:
+    """An object reaching across the split that the plan's `accept_across_split` let through: `detail`
+    says what it references on the other side and what was done (left out, or copied into both)."""
+
+    kind: str
+    name: str
+    detail: str
+    # For an object of one table (trigger, policy, rule, index, constraint): the table and its own name,
+    # so schema_parity expects it missing on the target.
+    table: TableName | None = None
+    own_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,9 @@ class SchemaSplit:
     ai_skipped: list[RemovedObject] = field(default_factory=list)
     # Things an operator should know (objects copied into both databases, ...).
     notes: list[str] = field(default_factory=list)
+    # What `accept_across_split` let through, one line each (left out, or a sequence copied into both):
+    # to be logged at WARNING and named in the verification report.
+    accepted: list[AcceptedObject] = field(default_factory=list)
     core_major: int = 18
     ai_major: int = 18
 
@@ -180,6 +203,7 @@ class _Stmt:
     identity_sequence: Key | None = None
     owned_sequence: Key | None = None  # ALTER SEQUENCE s OWNED BY: the sequence s
     partition_child: TableName | None = None  # ALTER TABLE parent ATTACH PARTITION child
+    body_unread: str | None = None  # why a function's body could not be read for its references
 
     @property
     def is_setting(self) -> bool:
@@ -274,6 +298,110 @@ def _collect_refs(node: ast.Node, s: _Stmt) -> None:
                     except ValueError:
                         continue
                     s.refs.add(("rel", table.schema, table.name))
+
+
+# ---- function bodies -------------------------------------------------------------------------------
+# A function body is a string the server reads only when the function runs, so the statements around
+# it say nothing of what it touches: `INSERT INTO ai_events` in a core trigger's function is found only
+# by parsing the body (an SQL body with the SQL parser, a PL/pgSQL body with pglast's PL/pgSQL parser,
+# whose embedded statements are strings parsed again). `BEGIN ATOMIC` bodies are already parse trees.
+_PLPGSQL_DEFAULT, _PLPGSQL_EXPR = 0, 2  # PLpgSQL_expr.parseMode (RawParseMode); 3-5: assignments
+_ASSIGN_TOKENS = frozenset({"COLON_EQUALS", "ASCII_61"})  # `:=` and `=`
+
+
+def _function_search_path(node: ast.CreateFunctionStmt) -> str | None:
+    """The first schema of the function's own `SET search_path`, where unqualified names in its body
+    resolve (None: the default, public)."""
+    for opt in node.options or ():
+        if not (isinstance(opt, ast.DefElem) and opt.defname == "set"):
+            continue
+        setting = opt.arg
+        if not isinstance(setting, ast.VariableSetStmt) or (setting.name or "").lower() != "search_path":
+            continue
+        for arg in setting.args or ():
+            value = getattr(getattr(arg, "val", None), "sval", None)
+            if value and value not in ("$user", "pg_catalog", "pg_temp"):
+                return str(value)
+    return None
+
+
+def _body_statements(text: str, mode: int) -> list[ast.Node]:
+    """The parse trees of one embedded SQL text of a PL/pgSQL body (a statement, an expression, or an
+    assignment `target := expression`)."""
+    if mode == _PLPGSQL_EXPR:
+        text = "SELECT " + text  # an expression: PL/pgSQL evaluates it as this very query
+    elif mode != _PLPGSQL_DEFAULT:
+        # An assignment: the expression is what follows the first `:=` or `=` token.
+        token = next((t for t in scan(text) if t.name in _ASSIGN_TOKENS), None)
+        if token is None:
+            return []
+        text = "SELECT " + text[token.end + 1 :]  # scan() gives character offsets
+    return [raw.stmt for raw in pglast.parse_sql(text)]
+
+
+def _plpgsql_sql(tree: object) -> Iterator[tuple[str, str, int]]:
+    """What a parse_plpgsql tree names: ("sql", text, parse mode) for each embedded SQL text, and
+    ("rowtype" | "type", declared name, 0) for each `tbl%ROWTYPE` / `tbl.col%TYPE` declaration."""
+    stack = [tree]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, list):
+            stack.extend(current)
+        elif isinstance(current, dict):
+            expr = current.get("PLpgSQL_expr")
+            if isinstance(expr, dict) and isinstance(expr.get("query"), str):
+                yield "sql", expr["query"], int(expr.get("parseMode") or 0)
+            typ = current.get("PLpgSQL_type")
+            if isinstance(typ, dict) and isinstance(typ.get("typname"), str):
+                name = typ["typname"]
+                for suffix in ("%rowtype", "%type"):
+                    if name.lower().endswith(suffix):
+                        yield suffix[1:], name[: -len(suffix)], 0
+                        break
+            stack.extend(current.values())
+
+
+def _declared_relation(text: str, drop_column: bool) -> Key | None:
+    # `tbl%ROWTYPE` names a table; `tbl.col%TYPE` a table's column: parsed as a (column) reference.
+    try:
+        target = pglast.parse_sql("SELECT " + text)[0].stmt
+    except ParseError:
+        return None
+    ref = next((n for n in _walk(target) if isinstance(n, ast.ColumnRef)), None)
+    names = _names(ref.fields) if ref is not None else []
+    if drop_column:
+        names = names[:-1]
+    return ("rel", *_qual(names)) if names else None
+
+
+def _collect_body_refs(s: _Stmt, node: ast.CreateFunctionStmt) -> None:
+    """Add what the function's body names to its references (`s.body_unread` says why it could not)."""
+    if node.sql_body is not None:
+        return  # BEGIN ATOMIC: a parse tree, walked with the statement
+    language = (_defelem_names(node.options, "language") or ["sql"])[0].lower()
+    body = _defelem_names(node.options, "as")
+    if language not in ("sql", "plpgsql") or not body:
+        return
+    trees: list[ast.Node] = []
+    try:
+        if language == "sql":
+            trees = [raw.stmt for raw in pglast.parse_sql(body[0])]
+        else:
+            for what, text, mode in _plpgsql_sql(pglast.parse_plpgsql(s.st.text)):
+                if what == "sql":
+                    trees.extend(_body_statements(text, mode))
+                elif (key := _declared_relation(text, drop_column=what == "type")) is not None:
+                    s.refs.add(key)
+    except (ParseError, UnicodeError) as exc:
+        s.body_unread = " ".join(str(exc).split())
+        return
+    search_path = _function_search_path(node)
+    for tree in trees:
+        if search_path is not None:
+            for n in _walk(tree):
+                if isinstance(n, ast.RangeVar) and n.schemaname is None:
+                    n.schemaname = search_path
+        _collect_refs(tree, s)
 
 
 def _defelem_names(options: Iterable[object] | None, name: str) -> list[str] | None:
@@ -371,6 +499,7 @@ def _describe(s: _Stmt) -> None:
             _define(s, kind, *_qual(names), key)
     elif isinstance(node, ast.CreateFunctionStmt):
         _define(s, "PROCEDURE" if node.is_procedure else "FUNCTION", *_qual(_names(node.funcname)), "func")
+        _collect_body_refs(s, node)
     elif isinstance(node, ast.IndexStmt):
         table = _table(node.relation)
         s.kind, s.name, s.schema = "INDEX", _display(table.schema, node.idxname or ""), table.schema
@@ -610,6 +739,7 @@ class _Graph:
 class _Removal:
     reason: str
     vector: bool = False
+    accepted: bool = False
 
 
 def split_schema(
@@ -620,6 +750,7 @@ def split_schema(
     core_major: int = 18,
     ai_major: int = 18,
     ai_extensions: Collection[str] | None = None,
+    accept: Collection[str] = (),
 ) -> SchemaSplit:
     """Split a full-database schema dump (pg_dump `--section=pre-data` and `--section=post-data`).
 
@@ -627,6 +758,11 @@ def split_schema(
     target servers' major versions (settings they do not know are dropped; PostgreSQL 18-only
     syntax is refused for older targets). `ai_extensions` limits which of the source's other
     extensions the AI schema creates (default: all of them, since AI tables may use their functions).
+
+    A function, trigger, view, rule, policy (or any other object) that would reference a table on the
+    other side, and so could be created in neither database as it is, is refused by name, as is a
+    sequence drawn by a core and an AI table; unless `accept` (the plan's `accept_across_split`)
+    names it: then it is left out (a sequence: copied into both) and listed in `accepted`.
     """
     graph = _Graph(pre_data, post_data)
     stmts = graph.stmts
@@ -652,15 +788,23 @@ def split_schema(
     removed, notes = _core_removals(graph, ai, vector_ext + vector_comments, soft_idx)
     excluded = set(vector_ext) | set(vector_comments) | soft_idx
     in_ai, ai_skipped = _ai_members(graph, ai, removed, excluded, ai_extensions)
+    accepted, shared = _across_split(graph, ai, removed, in_ai, excluded, accept, notes)
+    accepted_names = {
+        (stmts[i].kind, stmts[i].name): removed[i].reason for i in removed if removed[i].accepted
+    }
+    ai_skipped = [
+        replace(r, reason=accepted_names[(r.kind, r.name)], accepted=True)
+        if (r.kind, r.name) in accepted_names
+        else r
+        for r in ai_skipped
+    ]
 
     for s in stmts:
-        if s.kind == "SEQUENCE" and s.idx in in_ai and s.idx not in removed:
+        if s.kind == "SEQUENCE" and s.idx in in_ai and s.idx not in removed and s.idx not in shared:
             notes.append(
-                f"sequence {s.name} is used by both databases: each gets its own copy, so both hand out "
-                "values independently after the cutover"
+                f"sequence {s.name} is copied into both databases (only one side draws from it): each "
+                "copy hands out values independently after the cutover"
             )
-        if s.kind == "MATERIALIZED VIEW" and (s.idx in in_ai or s.idx not in removed):
-            notes.append(f"materialized view {s.name} is created WITH NO DATA: refresh it after the load")
 
     # ---- versions --------------------------------------------------------------------------------
     core_idx = [s.idx for s in stmts if s.idx not in removed]
@@ -671,7 +815,14 @@ def split_schema(
     # ---- render ----------------------------------------------------------------------------------
     core_set = set(core_idx)
     core_pre = _render(graph, "pre", core_set, core_major, header=_header("core", "pre-data", core_major))
-    core_post = _render(graph, "post", core_set, core_major, header=_header("core", "post-data", core_major))
+    core_post = _render(
+        graph,
+        "post",
+        core_set,
+        core_major,
+        header=_header("core", "post-data", core_major),
+        appendix=_refreshes(graph, core_set),
+    )
     core_parts = _render_parts(graph, core_set, core_major, "core")
 
     prelude = _ai_prelude(vector_schema)
@@ -682,7 +833,10 @@ def split_schema(
     ai_pre = _render(
         graph, "pre", ai_render, ai_major, header=_header("AI", "pre-data", ai_major), prelude=prelude
     )
-    ai_post = _render(graph, "post", ai_render, ai_major, header=_header("AI", "post-data", ai_major))
+    ai_refresh = _refreshes(graph, ai_render)
+    ai_post = _render(
+        graph, "post", ai_render, ai_major, header=_header("AI", "post-data", ai_major), appendix=ai_refresh
+    )
     ai_parts = _render_parts(graph, ai_render, ai_major, "AI")
     ai_post_other = _render(
         graph,
@@ -690,11 +844,18 @@ def split_schema(
         {i for i in ai_render if stmts[i].category != "vector_indexes"},
         ai_major,
         header=_header("AI", "post-data without hnsw/ivfflat indexes", ai_major),
+        appendix=ai_refresh,
     )
     ai_vector = _vector_index_list(graph, sorted(ai_render))
 
     removed_list = [
-        RemovedObject(stmts[i].kind, stmts[i].name, removed[i].reason, moved_to_ai=i in in_ai)
+        RemovedObject(
+            stmts[i].kind,
+            stmts[i].name,
+            removed[i].reason,
+            moved_to_ai=i in in_ai,
+            accepted=removed[i].accepted,
+        )
         for i in sorted(removed)
     ]
     return SchemaSplit(
@@ -710,6 +871,7 @@ def split_schema(
         ai_vector_indexes=ai_vector,
         ai_skipped=ai_skipped,
         notes=notes,
+        accepted=accepted,
         core_major=core_major,
         ai_major=ai_major,
     )
@@ -812,6 +974,166 @@ def _ai_members(
             if not blockers:
                 in_ai |= members
     return in_ai, skipped
+
+
+# ---- objects reaching across the split ---------------------------------------------------------------
+ACCEPT_KEY = "accept_across_split"  # the routing plan's key (routing.py)
+# Statements that never stand alone: they follow (or are) what they modify, and are named through it.
+_NOT_REFUSED_KINDS = frozenset({"COMMENT", "SCHEMA", "EXTENSION", "SEQUENCE OWNED BY"})
+
+
+def _accept_name(name: str) -> str:
+    # `public.` may be left out in the plan, as everywhere else in it.
+    return name.removeprefix("public.")
+
+
+def _path_to(graph: _Graph, start: int, target: Callable[[_Stmt], bool]) -> list[_Stmt] | None:
+    """The shortest chain of references from `start` to a statement `target` accepts (both ends
+    included), or None."""
+    stmts = graph.stmts
+    previous: dict[int, int | None] = {start: None}
+    queue = [start]
+    while queue:
+        i = queue.pop(0)
+        if i != start and target(stmts[i]):
+            chain = [stmts[i]]
+            while (p := previous[chain[-1].idx]) is not None:
+                chain.append(stmts[p])
+            return chain[::-1]
+        for key in sorted(stmts[i].refs):
+            for d in graph.resolve(key):
+                if d not in previous:
+                    previous[d] = i
+                    queue.append(d)
+    return None
+
+
+def _crossing_line(graph: _Graph, s: _Stmt, side: str, other: Callable[[_Stmt], bool], why: str) -> str:
+    """`TRIGGER public.orders.t (core) calls FUNCTION public.f, which uses AI table public.e`."""
+    head = f"{s.kind} {s.name} ({side})"
+    chain = _path_to(graph, s.idx, other)
+    if not chain or chain[-1].owner is None:
+        return f"{head} {why}"
+    other_side = "AI" if side == "core" else "core"
+    via = [
+        c
+        for c in chain[1:-1]
+        if c.kind in ("FUNCTION", "PROCEDURE", "AGGREGATE", "VIEW", "MATERIALIZED VIEW")
+    ]
+    table = f"{other_side} table {chain[-1].owner.qualified}"
+    if not via:
+        return f"{head} uses {table}"
+    return f"{head} uses " + ", which uses ".join(f"{c.kind} {c.name}" for c in via) + f", which uses {table}"
+
+
+def _across_split(
+    graph: _Graph,
+    ai: frozenset[TableName],
+    removed: dict[int, _Removal],
+    in_ai: set[int],
+    excluded: set[int],
+    accept: Collection[str],
+    notes: list[str],
+) -> tuple[list[AcceptedObject], set[int]]:
+    """Refuse, by name, what would be created in neither database (it needs tables on both sides)
+    and sequences drawn from both; what `accept` names is left out (a sequence: copied into both).
+
+    Returns one line per accepted object and the sequences both sides draw from."""
+    stmts = graph.stmts
+    wanted = {_accept_name(n) for n in accept}
+    used: set[str] = set()
+    refused: list[str] = []
+    accepted: list[AcceptedObject] = []
+
+    def on_core_table(s: _Stmt) -> bool:
+        return s.owner is not None and s.owner not in ai
+
+    def on_ai_table(s: _Stmt) -> bool:
+        return s.owner is not None and s.owner in ai
+
+    def decide(s: _Stmt, line: str, left_out: str) -> None:
+        if _accept_name(s.name) in wanted:
+            used.add(_accept_name(s.name))
+            own = s.defines[0][-1] if s.owner is not None and s.defines else ""
+            detail = f"{line}: {left_out} ({ACCEPT_KEY})"
+            accepted.append(AcceptedObject(s.kind, s.name, detail, s.owner if own else None, own))
+            if s.idx in removed:
+                removed[s.idx] = replace(
+                    removed[s.idx],
+                    reason=f"accepted in the routing plan ({ACCEPT_KEY}): {line}",
+                    accepted=True,
+                )
+        else:
+            refused.append(line)
+
+    for s in stmts:
+        if s.is_setting or s.idx in excluded or s.idx in in_ai or s.kind in _NOT_REFUSED_KINDS:
+            continue
+        if s.attachment and not s.defines:
+            continue  # an ALTER of an object that is itself left out
+        if on_ai_table(s):
+            # An AI table's own statement the AI database cannot have: it needs something of core.
+            line = _crossing_line(graph, s, "AI", on_core_table, "needs an object that stays in core")
+            decide(s, line, "left out of the AI database")
+        elif s.idx in removed:
+            if removed[s.idx].vector and _path_to(graph, s.idx, on_ai_table) is None:
+                # Needs pgvector but nothing of the AI side (an ivfflat index over a core column cast
+                # to vector): core may never have it, by design, and it would be so after any routing.
+                notes.append(
+                    f"{s.kind} {s.name} is left out of core ({removed[s.idx].reason}): "
+                    "the core database never has pgvector"
+                )
+                continue
+            line = _crossing_line(graph, s, "core", on_ai_table, removed[s.idx].reason)
+            left_out = "left out of both databases"
+            if s.kind == "POLICY":
+                left_out += " (row-level security stays enabled: other roles may then see no rows)"
+            decide(s, line, left_out)
+
+    # A sequence both sides draw from: two copies hand out the same values after the switch.
+    shared: set[int] = set()
+    users = graph.users()
+    for s in stmts:
+        if s.kind != "SEQUENCE" or s.idx not in in_ai or s.idx in removed:
+            continue
+        drawers = [
+            stmts[u]
+            for u in users.get(s.idx, ())
+            if stmts[u].kind != "COMMENT" and stmts[u].owned_sequence is None and not stmts[u].is_setting
+        ]
+        core_users = [u for u in drawers if u.idx not in removed]
+        ai_users = [u for u in drawers if u.idx in in_ai]
+        if not core_users or not ai_users:
+            continue
+        shared.add(s.idx)
+        core_user, ai_user = core_users[0], ai_users[0]
+
+        def user(u: _Stmt, side: str) -> str:
+            return f"{side} table {u.owner.qualified}" if u.owner is not None else f"{side} {u.kind} {u.name}"
+
+        line = (
+            f"{s.kind} {s.name} (core and AI) is drawn by {user(core_user, 'core')} and "
+            f"{user(ai_user, 'AI')}: two copies would hand out the same values"
+        )
+        decide(s, line, "copied into both databases, each handing out values on its own")
+
+    for s in stmts:
+        if s.body_unread is not None and (s.idx not in removed or s.idx in in_ai):
+            notes.append(
+                f"{s.kind} {s.name}: its body could not be read ({s.body_unread}), so what it references "
+                "is not checked against the split"
+            )
+    for name in sorted(wanted - used):
+        notes.append(f"{ACCEPT_KEY} names {name}, which does not reach across the split: nothing to accept")
+    if refused:
+        raise SchemaSplitError(
+            f"{len(refused)} object(s) would reference the other database and cannot be copied as they are: "
+            + "; ".join(refused)
+            + f". Change or drop them in the source, route what they use to the same database, or list "
+            f"them by name under {ACCEPT_KEY} in the routing plan (an accepted object is left out; a "
+            "shared sequence is copied into both)"
+        )
+    return accepted, shared
 
 
 def _check_ai_tables(ai: frozenset[TableName], graph: _Graph) -> None:
@@ -1047,6 +1369,7 @@ def _render(
     *,
     header: str,
     prelude: list[Statement] | None = None,
+    appendix: list[Statement] | None = None,
 ) -> str:
     out: list[Statement] = []
     real = 0
@@ -1070,17 +1393,45 @@ def _render(
     if prelude and pending:
         out.extend(pending)
         real += len(pending)
+    if appendix:
+        out.extend(appendix)
+        real += len(appendix)
     if not real:
         return ""
     return render_script(out, header=header)
 
 
+def _refreshes(graph: _Graph, keep: set[int]) -> list[Statement]:
+    """REFRESH MATERIALIZED VIEW for every materialized view kept, in dump order (pg_dump orders a
+    matview after those it reads). A schema-only dump creates them WITH NO DATA, and the application's
+    first query of an unpopulated one fails ("has not been populated"); run after the data and the
+    indexes, these populate them from the copied rows."""
+    texts = [
+        sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(*s.defines[0][1:])).as_string(None)
+        for s in graph.stmts
+        if s.kind == "MATERIALIZED VIEW" and s.idx in keep and s.defines
+    ]
+    if not texts:
+        return []
+    statements = statements_of(";\n".join(texts) + ";")
+    statements[0] = replace(
+        statements[0], leading="-- dual-db: populate the materialized views from the copied rows"
+    )
+    return statements
+
+
 def _render_parts(graph: _Graph, keep: set[int], major: int, side: str) -> PostData:
     parts = {}
+    refresh = _refreshes(graph, keep)
     for part in POST_PARTS:
         selected = {i for i in keep if graph.stmts[i].section == "post" and graph.stmts[i].category == part}
         parts[part] = _render(
-            graph, "post", selected, major, header=_header(side, f"post-data ({part})", major)
+            graph,
+            "post",
+            selected,
+            major,
+            header=_header(side, f"post-data ({part})", major),
+            appendix=refresh if part == "triggers_and_other" else None,
         )
     return PostData(**parts)
 
@@ -1155,8 +1506,10 @@ def vector_indexes(source: SchemaSplit | str) -> list[VectorIndex]:
 
 
 __all__ = [
+    "ACCEPT_KEY",
     "POST_PARTS",
     "VECTOR_INDEX_METHODS",
+    "AcceptedObject",
     "CoreTableHasVectorColumn",
     "PostData",
     "RemovedObject",

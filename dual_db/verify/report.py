@@ -99,6 +99,10 @@ class VerificationReport:
     outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
     # Tables whose source content changed after their copy's snapshot (display names, sorted).
     source_moved: list[str] = field(default_factory=list)
+    # Objects reaching across the split that the routing plan accepted (`accept_across_split`): left
+    # out of the targets, or a sequence copied into both. "KIND name" each; `accepted_details` says why.
+    accepted: list[str] = field(default_factory=list)
+    accepted_details: list[str] = field(default_factory=list)
 
     def add_table(
         self,
@@ -133,6 +137,12 @@ class VerificationReport:
     def set_source_moved(self, tables: Iterable[TableName | str]) -> None:
         """Record which tables changed on the source since their snapshot (the source_drift finding)."""
         self.source_moved = sorted({t.display if isinstance(t, TableName) else t for t in tables})
+
+    def set_accepted(self, objects: Iterable[tuple[str, str]]) -> None:
+        """Record what the plan accepted across the split: (`KIND name`, detail) pairs, each once."""
+        seen = dict(objects)
+        self.accepted = sorted(seen)
+        self.accepted_details = [seen[name] for name in self.accepted]
 
     @classmethod
     def build(
@@ -215,6 +225,15 @@ class VerificationReport:
                 named += f" and {len(self.source_moved) - _NAMED_IN_SUMMARY} more"
             moved = plural(len(self.source_moved), "table")
             line += f"; the source has moved since: {moved} changed ({named})"
+        if self.accepted:
+            # Not a failure (the plan decided it), but what the application will miss: said up front.
+            named = ", ".join(self.accepted[:_NAMED_IN_SUMMARY])
+            if len(self.accepted) > _NAMED_IN_SUMMARY:
+                named += f" and {len(self.accepted) - _NAMED_IN_SUMMARY} more"
+            line += (
+                f"; accepted in the plan across the split: {plural(len(self.accepted), 'object')} "
+                f"left out or copied into both ({named})"
+            )
         return line
 
     # ---- renderings --------------------------------------------------------------------------------
@@ -232,6 +251,12 @@ class VerificationReport:
         if self.failing_checks:
             named = [n if self.outcomes[n].blocking else f"{n} (warning)" for n in self.failing_checks]
             lines.append(f"**Checks that did not pass:** {_md(', '.join(named))}")
+            lines.append("")
+        if self.accepted:
+            lines.append(
+                f"**Accepted in the plan across the split ({len(self.accepted)}):** "
+                + "; ".join(_md(d) for d in self.accepted_details)
+            )
             lines.append("")
         lines += [
             "| status | table | target | source rows | target rows | missing | extra | size | rows/s "
@@ -274,6 +299,10 @@ class VerificationReport:
             "failing_tables": [t.table.qualified for t in self.failing_tables],
             "failing_checks": self.failing_checks,
             "source_moved": list(self.source_moved),
+            "accepted_across_split": [
+                {"object": name, "detail": detail}
+                for name, detail in zip(self.accepted, self.accepted_details, strict=True)
+            ],
             "tables": [t.to_dict() for t in self.ordered_tables()],
             "checks": {name: o.to_dict() for name, o in self.ordered_outcomes()},
         }

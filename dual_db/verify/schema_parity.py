@@ -5,7 +5,7 @@ The rules of `dual_db.verify` (its package docstring) hold here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import psycopg
 
@@ -21,6 +21,7 @@ def schema_parity(
     tables: Sequence[TableName],
     *,
     ignore_foreign_keys_to: set[TableName] | frozenset[TableName] = frozenset(),
+    left_out: Mapping[TableName, Collection[tuple[str, str]]] | None = None,
 ) -> CheckOutcome:
     """Each table's columns (name, type, not null, default, identity/generated, collation), constraints
     (primary key, unique, check, exclusion, foreign keys by `pg_get_constraintdef`), indexes (definition
@@ -31,7 +32,11 @@ def schema_parity(
     A check constraint, default, generation expression, index or trigger whose text differs is first
     put through the target server's parser (`reconcile_reparse_drift`): PostgreSQL does not always
     print back the same text for what it parsed from its own print (pg_dump -> restore), so only what
-    still differs after that is a difference."""
+    still differs after that is a difference.
+
+    `left_out`: per table, the (kind, name) of the objects the routing plan accepted leaving out
+    because they reach across the split (`accept_across_split`): not expected on the target."""
+    left_out = left_out or {}
     differences: list[str] = []
     reparsed: list[str] = []
     per_table: dict[str, JSONValue] = {}
@@ -39,7 +44,12 @@ def schema_parity(
         target = describe_table(target_conn, table)
         source, notes = reconcile_reparse_drift(target_conn, describe_table(source_conn, table), target)
         reparsed += notes
-        found = compare_tables(source, target, ignore_foreign_keys_to=frozenset(ignore_foreign_keys_to))
+        found = compare_tables(
+            source,
+            target,
+            ignore_foreign_keys_to=frozenset(ignore_foreign_keys_to),
+            left_out=left_out.get(table, ()),
+        )
         differences += found
         per_table[table.qualified] = len(found)
     differing = [t for t, n in per_table.items() if n]
@@ -48,6 +58,9 @@ def schema_parity(
         "tables_differing": differing,
         "differences": capped(differences, 200),  # type: ignore[dict-item]
         "ignored_foreign_keys_to": sorted(t.qualified for t in ignore_foreign_keys_to),
+        "left_out_by_plan": sorted(
+            f"{t.qualified}: {k} {n}" for t, items in left_out.items() for k, n in items
+        ),
         "equal_after_reparse": capped(reparsed, 200),  # type: ignore[dict-item]
     }
     if not differences:

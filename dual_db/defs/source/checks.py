@@ -1,4 +1,4 @@
-"""Source checks: the routing plan covers the source exactly."""
+"""Source checks: the routing plan covers the source exactly, and the schema splits as planned."""
 
 import dagster as dg
 
@@ -6,7 +6,10 @@ from dual_db.db.catalog import list_tables, table_columns
 from dual_db.defs.constants import ROUTING_COMPLETE, SOURCE_SCHEMA_DUMP
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import SourceDatabase
+from dual_db.defs.state import SchemaFilesRecord
+from dual_db.defs.targets.schema import _split_once
 from dual_db.routing import RoutingPlan, plan_path
+from dual_db.schema.split import SchemaSplitError, TargetVersionError
 from dual_db.split_hazards import split_hazards
 
 
@@ -19,16 +22,43 @@ def build_routing_complete(plan: RoutingPlan) -> dg.AssetChecksDefinition:
         blocking=True,
         description="Every source table is routed exactly once by the routing plan: a table missing "
         "from the plan, a planned table missing from the source, or a table routed twice fails it by name; "
-        "so does what no copy can carry: an undeclared foreign key across the split, large objects.",
+        "so does what no copy can carry: an undeclared foreign key across the split, large objects. "
+        "The dumped schema must split as planned: an object referencing the other database (a function "
+        "body, trigger, view, rule or policy; a sequence both sides draw from) fails it by name unless "
+        "the plan's accept_across_split names it. Before anything is written to a target.",
     )
-    def routing_complete(source: SourceDatabase) -> dg.AssetCheckResult:
+    def routing_complete(
+        context: dg.AssetCheckExecutionContext, source: SourceDatabase
+    ) -> dg.AssetCheckResult:
         with clear_failure():
-            return _routing_complete(plan, source)
+            return _routing_complete(plan, source, _split_problem(context, plan))
 
     return routing_complete
 
 
-def _routing_complete(plan: RoutingPlan, source: SourceDatabase) -> dg.AssetCheckResult:
+def _split_problem(context: dg.AssetCheckExecutionContext, plan: RoutingPlan) -> str | None:
+    """Why the dumped schema cannot be split as the plan says, or None. The target servers' versions
+    are not known here: their syntax checks wait for the schema steps."""
+    dump = SchemaFilesRecord.required(context.instance, SOURCE_SCHEMA_DUMP)
+    try:
+        _split_once(
+            str(dump.pre_data_path),
+            str(dump.post_data_path),
+            frozenset(plan.ai),
+            18,
+            18,
+            frozenset(plan.accept_across_split),
+        )
+    except TargetVersionError:
+        return None
+    except SchemaSplitError as exc:
+        return str(exc)
+    return None
+
+
+def _routing_complete(
+    plan: RoutingPlan, source: SourceDatabase, split_problem: str | None = None
+) -> dg.AssetCheckResult:
     with source.get_connection() as conn:
         source_tables = [info.table for info in list_tables(conn)]
         # vector_tables only labels the assets (has_vectors, class): out of date, it is said, not failed.
@@ -42,6 +72,9 @@ def _routing_complete(plan: RoutingPlan, source: SourceDatabase) -> dg.AssetChec
         # Blocking: nothing downstream (the target schemas, the copies) runs while these are open.
         hazards = split_hazards(conn, plan)
     problems = plan.problems(source_tables) + hazards
+    if split_problem is not None and not problems:
+        # Only for a plan that covers the source: a split of a wrong plan fails on the same tables.
+        problems.append(split_problem)
     note = (
         f" (vector_tables is out of date: {'; '.join(stale[:5])}; it only labels the assets: "
         "rewrite it with `dual-db plan --discover`)"

@@ -32,20 +32,32 @@ from dual_db.schema.post_data import build_post_data
 from dual_db.schema.split import POST_PARTS, SchemaSplit, split_schema
 from dual_db.schema.statistics import dump_statistics
 from dual_db.split_hazards import check_split_hazards
+from dual_db.verify.write_probe import broken_summary, write_probe
+
+# The schema assets' metadata entry listing what `accept_across_split` let through (the report reads it).
+ACCEPTED_METADATA = "accepted_across_split"
 
 
 @functools.lru_cache(maxsize=2)
 def _split_once(
-    pre_data_path: str, post_data_path: str, ai_tables: frozenset[TableName], core_major: int, ai_major: int
+    pre_data_path: str,
+    post_data_path: str,
+    ai_tables: frozenset[TableName],
+    core_major: int,
+    ai_major: int,
+    accept: frozenset[str] = frozenset(),
 ) -> SchemaSplit:
     # A pure function of its inputs: both schema steps of a run ask with the same ones (the dump's
-    # files, the plan, both servers' versions), so the dump is parsed and split once per run.
+    # files, the plan, both servers' versions), so the dump is parsed and split once per run. It is
+    # computed whole (both sides) before either step writes, so a refusal of either side's objects
+    # stops both steps before anything reaches a target.
     return split_schema(
         Path(pre_data_path).read_text(),
         Path(post_data_path).read_text(),
         set(ai_tables),
         core_major=core_major,
         ai_major=ai_major,
+        accept=accept,
     )
 
 
@@ -58,7 +70,12 @@ def _split_for(
         with db.get_connection(autocommit=True) as conn:
             majors.append(server_version_num(conn) // 10000)
     return _split_once(
-        str(dump.pre_data_path), str(dump.post_data_path), frozenset(plan.ai), majors[0], majors[1]
+        str(dump.pre_data_path),
+        str(dump.post_data_path),
+        frozenset(plan.ai),
+        majors[0],
+        majors[1],
+        frozenset(plan.accept_across_split),
     )
 
 
@@ -100,6 +117,12 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
                         "the other database, and is now the soft reference the plan declares "
                         "(foreign_keys_valid and the soak week count its orphans)"
                     )
+            # What the plan accepted across the split, and what an operator should know: said loudly,
+            # not only in metadata (the verification report's summary names the accepted ones too).
+            for accepted in split.accepted:
+                context.log.warning(f"accepted in the routing plan: {accepted.detail}")
+            for note in split.notes:
+                context.log.warning(f"schema split: {note}")
             target_version = split.core_major if target == "core" else split.ai_major
             pre, post = (
                 (split.core_pre, split.core_post_parts)
@@ -151,6 +174,18 @@ def build_schema_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition:
                     ]
                 ),
                 "notes": dg.MetadataValue.json(split.notes),
+                ACCEPTED_METADATA: dg.MetadataValue.json(
+                    [
+                        {
+                            "kind": a.kind,
+                            "name": a.name,
+                            "detail": a.detail,
+                            "table": a.table.qualified if a.table else None,
+                            "own_name": a.own_name,
+                        }
+                        for a in split.accepted
+                    ]
+                ),
             }
             if target == "core":
                 metadata["removed_from_core"] = dg.MetadataValue.md(
@@ -202,6 +237,21 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
                 statistics=statistics,
                 log=context.log.info,
             )
+            # One rolled-back write per table, triggers and foreign keys on: what the static reading of
+            # the split missed fails here, named, rather than at the application's first write.
+            probe = write_probe(target_db.database_url(), tables)
+            context.log.info(
+                f"write probe: {len(probe.probed)} table(s) written back and rolled back in "
+                f"{probe.seconds:.1f}s ({len(probe.empty)} empty, {len(probe.inconclusive)} inconclusive)"
+            )
+            for table, why in probe.inconclusive.items():
+                context.log.warning(f"write probe inconclusive for {table.qualified}: {why}")
+            if probe.broken:
+                raise dg.Failure(
+                    description=broken_summary(target, probe),
+                    metadata={"write_probe": dg.MetadataValue.json(probe.to_dict())},
+                )
+            # After the probe: sequences its triggers drew from return to the source's values.
             with (
                 connection(source.database_url(), read_only=True) as src,
                 connection(target_db.database_url(), autocommit=True) as tgt,
@@ -211,6 +261,7 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
                 metadata={
                     **report.to_dict(),
                     "vector_indexes": dg.MetadataValue.json(report.to_dict()["vector_indexes"]),
+                    "write_probe": dg.MetadataValue.json(probe.to_dict()),
                     **SequencesRecord(
                         {s.sequence: (s.last_value, s.is_called) for s in sequences}
                     ).to_metadata(),

@@ -28,6 +28,7 @@ from dual_db.defs.constants import (
     COUNT_PARITY,
     FOREIGN_KEYS_VALID,
     POST_DATA_ASSETS,
+    SCHEMA_ASSETS,
     SCHEMA_PARITY,
     SEQUENCES_ALIGNED,
     SOURCE_DRIFT,
@@ -36,7 +37,8 @@ from dual_db.defs.constants import (
 )
 from dual_db.defs.executor import RUNS_LAST_TAG
 from dual_db.defs.resources import MigrationSettings, SourceDatabase
-from dual_db.defs.state import TableCopyRecord
+from dual_db.defs.state import TableCopyRecord, latest_metadata
+from dual_db.defs.targets.schema import ACCEPTED_METADATA
 from dual_db.defs.verification.checks import to_check_result
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify.drift import source_drift_now
@@ -154,6 +156,17 @@ def report_metadata(report: VerificationReport, json_path: Path, drift_seconds: 
     }
 
 
+def _accepted_across_split(instance: dg.DagsterInstance) -> list[tuple[str, str]]:
+    """What the schema steps' latest materializations say the plan accepted across the split."""
+    found: list[tuple[str, str]] = []
+    for key in SCHEMA_ASSETS.values():
+        metadata = latest_metadata(instance, key) or {}
+        for item in metadata.get(ACCEPTED_METADATA) or []:
+            if isinstance(item, dict):
+                found.append((f"{item.get('kind')} {item.get('name')}", str(item.get("detail") or "")))
+    return found
+
+
 def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
     tables = {target: plan.tables(target) for target in TARGETS}
     table_checks, database_checks = verification_check_keys(plan)
@@ -222,6 +235,7 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         )
         report.add_outcome(f"source: {SOURCE_DRIFT}", drift)
         report.set_source_moved(moved)
+        report.set_accepted(_accepted_across_split(context.instance))
         drift_result = to_check_result(drift)
 
         out_dir = settings.dumps_path() / context.run.run_id

@@ -11,21 +11,38 @@ from typing import Any
 
 import dagster as dg
 
+from dual_db.db.names import TableName
 from dual_db.defs.check_results import to_check_result
 from dual_db.defs.constants import (
     AI_EXTENSION_RULES,
     CORE_EXTENSION_RULES,
     FOREIGN_KEYS_VALID,
     POST_DATA_ASSETS,
+    SCHEMA_ASSETS,
     SCHEMA_PARITY,
     SEQUENCES_ALIGNED,
 )
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import AiDatabase, CoreDatabase, SourceDatabase, target_database
-from dual_db.defs.state import SequencesRecord
+from dual_db.defs.state import SequencesRecord, latest_metadata
+from dual_db.defs.targets.schema import ACCEPTED_METADATA
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify import checks as verify
 from dual_db.verify.outcome import CheckOutcome
+
+
+def _left_out_by_plan(instance: dg.DagsterInstance, target: str) -> dict[TableName, set[tuple[str, str]]]:
+    """Per table, the (kind, name) of what the routing plan's accept_across_split left out of `target`,
+    as its schema step recorded it: schema_parity does not expect them there."""
+    kinds = {"TRIGGER": "trigger", "POLICY": "policy", "INDEX": "index", "CONSTRAINT": "constraint"}
+    kinds["FK CONSTRAINT"] = "constraint"
+    out: dict[TableName, set[tuple[str, str]]] = {}
+    for item in (latest_metadata(instance, SCHEMA_ASSETS[target]) or {}).get(ACCEPTED_METADATA) or []:
+        if not isinstance(item, dict) or not item.get("table") or item.get("kind") not in kinds:
+            continue
+        table = TableName.parse(str(item["table"]))
+        out.setdefault(table, set()).add((kinds[str(item["kind"])], str(item.get("own_name") or "")))
+    return out
 
 
 def _not_materialized(check: str, key: dg.AssetKey) -> dg.AssetCheckResult:
@@ -79,7 +96,11 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
             ):
                 return to_check_result(
                     verify.schema_parity(
-                        source_conn, target_conn, tables, ignore_foreign_keys_to=other_tables
+                        source_conn,
+                        target_conn,
+                        tables,
+                        ignore_foreign_keys_to=other_tables,
+                        left_out=_left_out_by_plan(context.instance, target),
                     )
                 )
 
