@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from dual_db.copy.engine import CopyProgress, CopyRun, TableCopyResult, copy_tables
+from dual_db.db.cancel import run_cancellation
 from dual_db.db.catalog import list_tables, table_columns
 from dual_db.db.names import TableName
 from dual_db.defs.check_results import to_check_result
@@ -78,7 +79,13 @@ def _materialize_result(
     )
     return dg.MaterializeResult(
         asset_key=asset_key,
-        metadata={TABLE_METADATA_KEY: result.table.qualified, **record.to_metadata(result.columns)},
+        metadata={
+            TABLE_METADATA_KEY: result.table.qualified,
+            **record.to_metadata(result.columns),
+            # A re-run loads without the table's secondary indexes and builds them after (engine.py).
+            "rebuilt_indexes": dg.MetadataValue.json(result.rebuilt_indexes),
+            "index_seconds": round(result.index_seconds, 3),
+        },
         check_results=[
             to_check_result(outcome, asset_key=asset_key, check_name=name) for name, outcome in checks.items()
         ],
@@ -255,6 +262,9 @@ def build_table_assets(
                     sizes=sizes,
                     target_name=target,
                     progress_every=PROGRESS_SECONDS,
+                    max_index_memory=settings.max_index_memory,
+                    # An interrupted run cancels the load on the servers (the executor's main thread).
+                    cancellation=run_cancellation(context.run_id),
                 ):
                     if isinstance(item, CopyRun):
                         run = item
