@@ -8,9 +8,13 @@ still leaves the previous table whole.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import dagster as dg
 
-from dual_db.copy.engine import copy_tables
+from dual_db.copy.engine import CopyRun, copy_tables
+from dual_db.db.cancel import Cancellation, Interrupted
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
@@ -103,3 +107,65 @@ def test_a_one_table_redo_rebuilds_the_hnsw_index(environment: Databases) -> Non
     with connection(dbs.source) as src, connection(dbs.ai) as ai:
         query = "SELECT count(*), count(embedding) FROM ai_kb_documents"
         assert ai.execute(query).fetchone() == src.execute(query).fetchone()
+
+
+# A rebuild that takes the AI server several seconds (ef_construction drives the cost).
+SLOW_GRAPH_SQL = """
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE TABLE vectors (id int PRIMARY KEY, embedding vector(256));
+INSERT INTO vectors
+SELECT g, (SELECT array_agg(random())::vector FROM generate_series(1, 256) k WHERE g > 0)
+FROM generate_series(1, %s) g;
+"""
+SLOW_INDEX_SQL = (
+    "CREATE INDEX vectors_hnsw ON vectors USING hnsw (embedding vector_l2_ops) "
+    "WITH (m = 16, ef_construction = 256)"
+)
+BUILDING_SQL = "SELECT count(*) FROM pg_stat_progress_create_index WHERE datname = %s"
+
+
+def test_an_interrupted_reload_is_cancelled_and_keeps_the_previous_table(databases: Databases) -> None:
+    with connection(databases.source, autocommit=True) as conn:
+        conn.execute(SLOW_GRAPH_SQL.replace("%s", "8000"))  # type: ignore[arg-type]
+    with connection(databases.ai, autocommit=True) as conn:
+        # The previous copy: 100 rows, its HNSW index built.
+        conn.execute(SLOW_GRAPH_SQL.replace("%s", "100"))  # type: ignore[arg-type]
+        conn.execute(SLOW_INDEX_SQL)  # type: ignore[arg-type]
+    before = _indexes(databases.ai, "vectors")
+    cancellation = Cancellation()
+    outcome: list[CopyRun] = []
+    copying = threading.Thread(
+        target=lambda: outcome.append(
+            copy_tables(
+                databases.source,
+                databases.ai,
+                [TableName("public", "vectors")],
+                snapshot_id=None,
+                workers=1,
+                cancellation=cancellation,
+            )
+        )
+    )
+    copying.start()
+    try:
+        with connection(databases.ai, autocommit=True) as conn:
+            deadline = time.monotonic() + 120
+            while conn.execute(BUILDING_SQL, (databases.ai.dbname,)).fetchone() == (0,):
+                assert copying.is_alive() and time.monotonic() < deadline, "the rebuild never started"
+                time.sleep(0.05)
+            time.sleep(0.5)
+            # What the executor does on SIGTERM: the rebuild is cancelled on the server at once.
+            assert cancellation.cancel("the run was interrupted") == 2
+            cancelled = time.monotonic()
+            while conn.execute(BUILDING_SQL, (databases.ai.dbname,)).fetchone() != (0,):
+                assert time.monotonic() - cancelled < 2, "the HNSW rebuild still runs 2 s after the cancel"
+                time.sleep(0.05)
+    finally:
+        copying.join(timeout=60)
+    (run,) = outcome
+    (error,) = run.errors.values()
+    assert isinstance(error, Interrupted) and "was cancelled on the server" in str(error)
+    # Rolled back whole: the previous rows, the previous index, valid.
+    assert _indexes(databases.ai, "vectors") == before
+    with connection(databases.ai) as conn:
+        assert conn.execute("SELECT count(*) FROM vectors").fetchone() == (100,)

@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from dual_db.copy.indexes import drop_secondary_indexes, rebuild_indexes
-from dual_db.db.cancel import Cancellation
+from dual_db.db.cancel import Cancellation, Interrupted
 from dual_db.db.catalog import (
     ColumnInfo,
     has_triggers_or_foreign_keys,
@@ -81,8 +81,8 @@ class TableCopyResult:
 
     @property
     def rows_per_second(self) -> float:
-        """Rows per second of the COPY stream itself (fingerprints excluded)."""
-        seconds = self.copy_seconds or self.seconds
+        """Rows per second of the COPY stream itself (fingerprints and index rebuilds excluded)."""
+        seconds = (self.copy_seconds - self.index_seconds) or self.seconds
         return self.rows / seconds if seconds > 0 else float(self.rows)
 
 
@@ -521,8 +521,14 @@ def copy_tables(
             except Exception as exc:
                 with lock:
                     in_flight.remove(table)
-                    errors[table] = _explain_failure(
-                        table, exc, src_conn, tgt_conn, source_url, target_url, target_name
+                    errors[table] = (
+                        Interrupted(
+                            f"{cancellation.reason}: {table} was cancelled on the server, rolled back"
+                        )
+                        if cancellation.reason is not None
+                        else _explain_failure(
+                            table, exc, src_conn, tgt_conn, source_url, target_url, target_name
+                        )
                     )
                     progress(failed=table)
                 if stop_on_error:

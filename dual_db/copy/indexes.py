@@ -25,14 +25,14 @@ import psycopg
 from psycopg import sql
 
 from dual_db.db.catalog import regclass_literal
+from dual_db.db.index_memory import build_memory_bytes, parallel_maintenance_workers, parse_memory
 from dual_db.db.names import TableName
-from dual_db.schema.post_data import vector_build_settings
-from dual_db.schema.statements import statements_of
 
 # Secondary indexes of one table that its definition and comment restore exactly (see the docstring).
 _SECONDARY_INDEXES_SQL = """
 SELECT n.nspname, c.relname, pg_get_indexdef(i.indexrelid), obj_description(i.indexrelid, 'pg_class'),
-       am.amname
+       am.amname, coalesce(c.reloptions, '{}'),
+       (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[0])
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -55,11 +55,14 @@ VECTOR_METHODS = frozenset({"hnsw", "ivfflat"})
 class SetAsideIndex:
     """An index dropped for a load: what creates it again."""
 
+    table: TableName
     schema: str
     name: str
     definition: str  # pg_get_indexdef: the CREATE INDEX statement, names qualified
     comment: str | None
     method: str
+    options: list[str]  # reloptions, 'm=16'
+    first_column: str | None  # None for an expression
 
     @property
     def ident(self) -> sql.Composable:
@@ -74,7 +77,7 @@ def drop_secondary_indexes(conn: psycopg.Connection, table: TableName) -> list[S
     """Drop `table`'s secondary indexes that `rebuild_indexes` restores exactly; inside the caller's
     transaction, so a rollback brings them back."""
     rows = conn.execute(_SECONDARY_INDEXES_SQL, (regclass_literal(table),)).fetchall()
-    dropped = [SetAsideIndex(*row) for row in rows]
+    dropped = [SetAsideIndex(table, *row) for row in rows]
     for index in dropped:
         conn.execute(sql.SQL("DROP INDEX {}").format(index.ident))
     return dropped
@@ -87,9 +90,19 @@ def rebuild_indexes(
     indexes last with memory sized to their graph and parallel workers, as post-data builds them."""
     for index in sorted(indexes, key=lambda ix: (ix.vector, ix.name)):
         if index.vector:
-            (statement,) = statements_of(index.definition)
+            options = dict(option.partition("=")[::2] for option in index.options)
+            memory = build_memory_bytes(
+                conn,
+                index.table,
+                index.first_column,
+                int(options.get("m", 16)),
+                parse_memory(max_index_memory),
+            )
             # Local to the load's transaction: the session's next table is loaded with its defaults.
-            for name, value in vector_build_settings(conn, statement, max_index_memory).items():
+            for name, value in (
+                ("maintenance_work_mem", f"{memory // 1024}kB"),
+                ("max_parallel_maintenance_workers", str(parallel_maintenance_workers())),
+            ):
                 conn.execute("SELECT set_config(%s, %s, true)", (name, value))
         conn.execute(index.definition)  # type: ignore[arg-type]  # the server's own pg_get_indexdef
         if index.comment is not None:

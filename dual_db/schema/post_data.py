@@ -19,7 +19,6 @@ stops when the process was killed outright (`client_connection_check_interval`).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import defaultdict
@@ -35,6 +34,7 @@ from psycopg import sql
 from dual_db.db.cancel import Cancellation, Interrupted
 from dual_db.db.catalog import list_tables
 from dual_db.db.connect import connect, connection
+from dual_db.db.index_memory import build_memory_bytes, parallel_maintenance_workers, parse_memory
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 from dual_db.schema.split import POST_PARTS
@@ -232,19 +232,6 @@ def _execute_with_progress(
                 watcher.close()
 
 
-def graph_memory_bytes(conn: psycopg.Connection, table: TableName, column: str, m: int) -> int:
-    """What an HNSW graph over `column` needs in memory: the vectors plus 2·m neighbours per element
-    on layer 0 (and a little for the upper layers), with headroom."""
-    row = conn.execute(
-        sql.SQL("SELECT count({col}), coalesce(sum(pg_column_size({col})), 0) FROM {tbl}").format(
-            col=sql.Identifier(column), tbl=table.ident
-        )
-    ).fetchone()
-    rows, vector_bytes = (int(row[0]), int(row[1])) if row else (0, 0)
-    neighbour_bytes = rows * (2 * m + m) * 10
-    return int((vector_bytes + neighbour_bytes + rows * 64) * 1.3)
-
-
 def _memory_setting(conn: psycopg.Connection, statement: Statement, max_bytes: int) -> int:
     node = statement.node
     assert isinstance(node, ast.IndexStmt)
@@ -255,36 +242,7 @@ def _memory_setting(conn: psycopg.Connection, statement: Statement, max_bytes: i
     for option in node.options or ():
         if isinstance(option, ast.DefElem) and option.defname == "m":
             m = int(getattr(option.arg, "ival", m) or m)
-    if table is None or column is None:
-        return max_bytes
-    needed = graph_memory_bytes(conn, table, column, m)
-    return max(64 * 1024 * 1024, min(needed, max_bytes))
-
-
-def _parse_memory(text: str) -> int:
-    units = {"kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
-    value = text.strip().lower()
-    for unit, factor in units.items():
-        if value.endswith(unit):
-            return int(float(value[: -len(unit)].strip()) * factor)
-    return int(value)
-
-
-def parallel_maintenance_workers() -> int:
-    """Parallel maintenance workers for one vector index build (the rest of the machine's cores)."""
-    return max(1, min(7, (os.cpu_count() or 2) - 1))
-
-
-def vector_build_settings(
-    conn: psycopg.Connection, statement: Statement, max_index_memory: str
-) -> dict[str, str]:
-    """The settings one vector index build (`statement`) runs with: `maintenance_work_mem` sized to its
-    graph, up to `max_index_memory`, and parallel maintenance workers."""
-    memory = _memory_setting(conn, statement, _parse_memory(max_index_memory))
-    return {
-        "maintenance_work_mem": f"{memory // 1024}kB",
-        "max_parallel_maintenance_workers": str(parallel_maintenance_workers()),
-    }
+    return build_memory_bytes(conn, table, column, m, max_bytes)
 
 
 def build_post_data(
@@ -341,7 +299,7 @@ def build_post_data(
     report.foreign_key_seconds = time.monotonic() - phase
 
     # 3. vector indexes, one at a time with all the memory and workers we may use.
-    max_bytes = _parse_memory(max_index_memory)
+    max_bytes = parse_memory(max_index_memory)
     parallel = parallel_maintenance_workers()
     for statement in body["vector_indexes"]:
         conn = _session(url, settings, max_parallel_maintenance_workers=str(parallel))

@@ -162,10 +162,12 @@ def progress_line(target: str, progress: CopyProgress, done_size: int, total_siz
         return f"{head}; streaming {streaming}{more}" if streaming else head
     fingerprints = landed.source_fingerprint_seconds + landed.target_fingerprint_seconds
     rows = f"{landed.rows:,} row{'' if landed.rows == 1 else 's'}"
+    n = len(landed.rebuilt_indexes)
+    rebuilt = f"; {n} index{'' if n == 1 else 'es'} rebuilt in {landed.index_seconds:.1f}s" if n else ""
     return (
         f"{head}; {landed.table.display}: {rows}, {human_bytes(landed.size_bytes)} in "
         f"{landed.seconds:.1f}s (COPY {landed.copy_seconds:.1f}s, {landed.rows_per_second:,.0f} rows/s; "
-        f"fingerprints {fingerprints:.1f}s)"
+        f"fingerprints {fingerprints:.1f}s{rebuilt})"
     )
 
 
