@@ -19,7 +19,7 @@ import pytest
 from dual_db.db.connect import connection
 from dual_db.db.urls import DatabaseUrl
 from dual_db_tests.conftest import DatabaseFactory, Databases
-from dual_db_tests.test_crash_recovery import PROJECT, Cli
+from dual_db_tests.test_crash_recovery import PROJECT, Cli, Running
 
 pytestmark = pytest.mark.slow
 
@@ -71,17 +71,22 @@ def _building(ai: DatabaseUrl) -> list[tuple[int, str]]:
         return [(int(pid), str(phase)) for pid, phase in conn.execute(BUILDING_SQL, (ai.dbname,)).fetchall()]
 
 
+def _wait_for_the_build(running: Running, ai: DatabaseUrl) -> None:
+    """Until the AI server builds the HNSW graph (and half a second more)."""
+    deadline = time.monotonic() + 240
+    while not any(phase.startswith("building index") for _, phase in _building(ai)):
+        assert running.process.poll() is None, f"migrate ended first:\n{running.output[-3000:]}"
+        assert time.monotonic() < deadline, f"no HNSW build on the AI server:\n{running.output[-3000:]}"
+        time.sleep(0.1)
+    time.sleep(0.5)
+
+
 def test_sigterm_during_the_hnsw_build_cancels_it_on_the_server(
     cli: Cli, databases: Databases, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     running = cli.start("job", "execute", "-j", "migrate")
     try:
-        deadline = time.monotonic() + 240
-        while not any(phase.startswith("building index") for _, phase in _building(databases.ai)):
-            assert running.process.poll() is None, f"migrate ended first:\n{running.output[-3000:]}"
-            assert time.monotonic() < deadline, f"no HNSW build on the AI server:\n{running.output[-3000:]}"
-            time.sleep(0.1)
-        time.sleep(0.5)
+        _wait_for_the_build(running, databases.ai)
         # As a user or an orchestrator stops it: SIGTERM to the dagster process.
         running.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
@@ -101,3 +106,22 @@ def test_sigterm_during_the_hnsw_build_cancels_it_on_the_server(
     with cli.instance(monkeypatch) as instance:
         (run,) = instance.get_runs()
         assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+def test_a_killed_run_leaves_no_build_running(cli: Cli, databases: Databases) -> None:
+    """kill -9 cannot be caught: the server itself notices the closed connection and stops the build."""
+    running = cli.start("job", "execute", "-j", "migrate")
+    try:
+        _wait_for_the_build(running, databases.ai)
+        running.kill_group(signal.SIGKILL)
+        killed = time.monotonic()
+        while _building(databases.ai) and time.monotonic() - killed < 10:
+            time.sleep(0.1)
+        stopped_after = time.monotonic() - killed
+    finally:
+        running.kill_group()
+        running.finish(timeout=30)
+    # client_connection_check_interval is 2 s; the build notices at its next interrupt check.
+    assert stopped_after < 4, f"the HNSW build ran on for {stopped_after:.1f}s after kill -9"
+    with connection(databases.ai) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relname = %s", (INDEX,)).fetchone() == (0,)
