@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from dual_db.copy.indexes import drop_secondary_indexes, rebuild_indexes
-from dual_db.db.cancel import Cancellation, Interrupted
+from dual_db.db.cancel import Cancellation, Interrupted, stop_when_client_is_gone
 from dual_db.db.catalog import (
     ColumnInfo,
     has_triggers_or_foreign_keys,
@@ -272,9 +272,11 @@ def _load(
                 if pending:
                     flush()
             rows = in_cur.rowcount
-        index_phase = time.monotonic()
-        rebuild_indexes(target, set_aside, max_index_memory=max_index_memory)
-        index_seconds = time.monotonic() - index_phase
+        index_seconds = 0.0
+        if set_aside:
+            index_phase = time.monotonic()
+            rebuild_indexes(target, set_aside, max_index_memory=max_index_memory)
+            index_seconds = time.monotonic() - index_phase
         sequences = _align_owned_sequences(source, target, table)
     return _Load(
         time.monotonic() - phase,
@@ -467,6 +469,8 @@ def copy_tables(
                 # The streak's second source session, for large tables' fingerprints (opened lazily).
                 held: list[psycopg.Connection] = []
                 try:
+                    # A re-run's index rebuild runs here too: it stops if this process is killed.
+                    stop_when_client_is_gone(tgt_conn)
                     with cancellation.session(src_conn), cancellation.session(tgt_conn):
                         _copy_streak(src_conn, tgt_conn, held)
                 finally:

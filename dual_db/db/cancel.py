@@ -8,7 +8,8 @@ waited for it at exit. Long statements run here on sessions registered with thei
 `Cancellation`; whoever learns of the interrupt (the executor's main thread) calls `cancel_run`, which
 sends each registered session's server a cancel request (libpq's, no new login) and makes every later
 registration fail at once. The cancelled statement's transaction rolls back: a cancelled CREATE INDEX
-leaves no index behind, a cancelled load leaves the table as it was.
+leaves no index behind, a cancelled load leaves the table as it was. A process killed outright cannot
+cancel: its sessions ask their servers to notice that it is gone (`stop_when_client_is_gone`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg import sql
 
 # How long one cancel request may take to reach a server (libpq 17's non-blocking cancel).
 CANCEL_TIMEOUT_SECONDS = 5.0
+# How often a server checks, while a statement runs, that the client is still there (PostgreSQL 14+).
+CLIENT_CHECK_INTERVAL = "2s"
+
+
+def stop_when_client_is_gone(conn: psycopg.Connection) -> None:
+    """Have `conn`'s server stop what it runs once this process is gone: a killed process (kill -9,
+    the OOM killer) cancels nothing, and a server notices a closed socket only when it next talks to
+    the client, which a CREATE INDEX does only at its end. A no-op before PostgreSQL 14."""
+    if conn.info.server_version >= 140000:
+        conn.execute(
+            sql.SQL("SET client_connection_check_interval = {}").format(sql.Literal(CLIENT_CHECK_INTERVAL))
+        )
 
 
 class Interrupted(RuntimeError):

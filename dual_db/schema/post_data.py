@@ -31,7 +31,7 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from dual_db.db.cancel import Cancellation, Interrupted
+from dual_db.db.cancel import Cancellation, Interrupted, stop_when_client_is_gone
 from dual_db.db.catalog import list_tables
 from dual_db.db.connect import connect, connection
 from dual_db.db.index_memory import build_memory_bytes, parallel_maintenance_workers, parse_memory
@@ -51,8 +51,6 @@ FROM pg_stat_progress_create_index WHERE pid = %s
 _ALREADY_THERE = (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateObject)
 # How soon an interrupt is acted upon while a vector index builds (the builder's thread waits this long).
 CANCEL_POLL_SECONDS = 0.2
-# How often a server checks, while it builds, that the client is still there (PostgreSQL 14 and later).
-CLIENT_CHECK_INTERVAL = "2s"
 
 
 @dataclass
@@ -128,11 +126,7 @@ def _execute(
 
 def _session(url: DatabaseUrl, settings: Sequence[Statement], **extra: str) -> psycopg.Connection:
     conn = connect(url, autocommit=True, application_name="dual-db post-data")
-    if conn.info.server_version >= 140000:
-        # A killed process cannot cancel its build: the server then notices the closed socket itself.
-        conn.execute(
-            sql.SQL("SET client_connection_check_interval = {}").format(sql.Literal(CLIENT_CHECK_INTERVAL))
-        )
+    stop_when_client_is_gone(conn)
     for statement in settings:
         conn.execute(statement.text)  # type: ignore[arg-type]
     for key, value in extra.items():
