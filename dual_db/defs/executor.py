@@ -71,6 +71,7 @@ from dagster._utils.interrupts import pop_captured_interrupt
 from dagster._utils.timing import time_execution_scope
 from dagster_shared.utils.timing import format_duration
 
+from dual_db.db.cancel import cancel_run
 from dual_db.defs.run_guard import RunGuard, SlotHolder
 from dual_db.defs.run_origin import adopt_code_location
 
@@ -102,6 +103,7 @@ class GuardedConcurrencyContext(InstanceConcurrencyContext):
 
     def claim(self, concurrency_key: str, step_key: str, step_priority: int = 0) -> bool:
         if pop_captured_interrupt():
+            cancel_run(self._run_id, "the run was interrupted by a signal")
             raise DagsterExecutionInterruptedError(
                 f"Interrupted by a signal while step {step_key} waited for a slot in pool {concurrency_key}."
             )
@@ -211,6 +213,8 @@ def _concurrent_execution_iterator(
         last: list[ExecutionStep] = []
         while running or last or not active_execution.is_complete:
             if pop_captured_interrupt():
+                # Steps run in threads no signal reaches: their statements are cancelled on the servers.
+                cancel_run(job_context.run_id, "the run was interrupted by a signal")
                 raise DagsterExecutionInterruptedError(
                     f"Interrupted by a signal while steps {', '.join(sorted(running)) or '(none)'} ran."
                 )

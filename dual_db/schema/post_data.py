@@ -10,11 +10,15 @@ Order and parallelism, as pg_restore -j does it, plus what pgvector needs:
    imported, where the servers allow it, else ANALYZE (statistics.py).
 
 Statements that already exist (a re-run of this step) are skipped, so the step can be re-materialized.
+
+Every session is registered with the run's `Cancellation` (db/cancel.py): an interrupted run cancels the
+statement being built on the server (a cancelled CREATE INDEX leaves no index) and starts no other. A
+session also asks its server to check every few seconds that dual-db is still connected, so a build
+stops when the process was killed outright (`client_connection_check_interval`).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import defaultdict
@@ -27,8 +31,10 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
+from dual_db.db.cancel import Cancellation, Interrupted, stop_when_client_is_gone
 from dual_db.db.catalog import list_tables
 from dual_db.db.connect import connect, connection
+from dual_db.db.index_memory import build_memory_bytes, parallel_maintenance_workers, parse_memory
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 from dual_db.schema.split import POST_PARTS
@@ -43,6 +49,8 @@ SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total
 FROM pg_stat_progress_create_index WHERE pid = %s
 """
 _ALREADY_THERE = (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateObject)
+# How soon an interrupt is acted upon while a vector index builds (the builder's thread waits this long).
+CANCEL_POLL_SECONDS = 0.2
 
 
 @dataclass
@@ -86,11 +94,23 @@ def _relation_of(node: ast.Node) -> TableName | None:
     return TableName(relation.schemaname or "public", relation.relname)
 
 
-def _execute(conn: psycopg.Connection, statement: Statement, report: PostDataReport) -> None:
+def _execute(
+    conn: psycopg.Connection,
+    statement: Statement,
+    report: PostDataReport,
+    cancellation: Cancellation | None = None,
+) -> None:
+    if cancellation is not None:
+        cancellation.check()
     try:
         with conn.transaction():
             conn.execute(statement.text)  # type: ignore[arg-type]  # a statement of a trusted dump
         ran = True
+    except psycopg.errors.QueryCanceled as exc:
+        if cancellation is None or cancellation.reason is None:
+            raise
+        name = getattr(statement.node, "idxname", None) or statement.text.strip().splitlines()[0][:80]
+        raise Interrupted(f"{cancellation.reason}: {name} was cancelled on the server, rolled back") from exc
     except _ALREADY_THERE:
         ran = False
     except psycopg.errors.InvalidTableDefinition as exc:
@@ -106,6 +126,7 @@ def _execute(conn: psycopg.Connection, statement: Statement, report: PostDataRep
 
 def _session(url: DatabaseUrl, settings: Sequence[Statement], **extra: str) -> psycopg.Connection:
     conn = connect(url, autocommit=True, application_name="dual-db post-data")
+    stop_when_client_is_gone(conn)
     for statement in settings:
         conn.execute(statement.text)  # type: ignore[arg-type]
     for key, value in extra.items():
@@ -119,6 +140,7 @@ def _run_grouped(
     settings: Sequence[Statement],
     workers: int,
     report: PostDataReport,
+    cancellation: Cancellation,
 ) -> None:
     """Run each group's statements in order; groups in parallel, on `workers` connections that each
     take the next group (in the given order) until none is left."""
@@ -134,9 +156,10 @@ def _run_grouped(
     def run() -> None:
         conn = _session(url, settings)
         try:
-            while (group := next_group()) is not None:
-                for statement in group:
-                    _execute(conn, statement, report)
+            with cancellation.session(conn):
+                while (group := next_group()) is not None:
+                    for statement in group:
+                        _execute(conn, statement, report, cancellation)
         finally:
             conn.close()
 
@@ -169,21 +192,31 @@ def _execute_with_progress(
     name: str,
     log: Callable[[str], None],
     every: float,
+    cancellation: Cancellation,
 ) -> None:
     """Run `statement` (a CREATE INDEX) on `conn` in a worker thread; meanwhile, every `every` seconds,
-    read its progress from pg_stat_progress_create_index on another session and `log` it from here."""
+    read its progress from pg_stat_progress_create_index on another session and `log` it from here.
+    Once the run is interrupted, the build is cancelled again at every poll until it has ended (a cancel
+    sent just before the statement reached the server cancels nothing)."""
     pid = conn.info.backend_pid
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dual-db-index") as pool:
-        future = pool.submit(_execute, conn, statement, report)
+        future = pool.submit(_execute, conn, statement, report, cancellation)
         watcher: psycopg.Connection | None = None
         try:
+            next_report = started + every
             while True:
                 try:
-                    future.result(timeout=every)
+                    future.result(timeout=max(0.0, min(CANCEL_POLL_SECONDS, next_report - time.monotonic())))
                     return
                 except TimeoutError:
                     pass
+                if cancellation.reason is not None:
+                    cancellation.cancel(cancellation.reason)
+                    continue
+                if time.monotonic() < next_report:
+                    continue
+                next_report = time.monotonic() + every
                 if watcher is None:
                     watcher = connect(url, autocommit=True, application_name="dual-db index progress")
                 row = watcher.execute(_INDEX_PROGRESS_SQL, (pid,)).fetchone()
@@ -191,19 +224,6 @@ def _execute_with_progress(
         finally:
             if watcher is not None:
                 watcher.close()
-
-
-def graph_memory_bytes(conn: psycopg.Connection, table: TableName, column: str, m: int) -> int:
-    """What an HNSW graph over `column` needs in memory: the vectors plus 2·m neighbours per element
-    on layer 0 (and a little for the upper layers), with headroom."""
-    row = conn.execute(
-        sql.SQL("SELECT count({col}), coalesce(sum(pg_column_size({col})), 0) FROM {tbl}").format(
-            col=sql.Identifier(column), tbl=table.ident
-        )
-    ).fetchone()
-    rows, vector_bytes = (int(row[0]), int(row[1])) if row else (0, 0)
-    neighbour_bytes = rows * (2 * m + m) * 10
-    return int((vector_bytes + neighbour_bytes + rows * 64) * 1.3)
 
 
 def _memory_setting(conn: psycopg.Connection, statement: Statement, max_bytes: int) -> int:
@@ -216,19 +236,7 @@ def _memory_setting(conn: psycopg.Connection, statement: Statement, max_bytes: i
     for option in node.options or ():
         if isinstance(option, ast.DefElem) and option.defname == "m":
             m = int(getattr(option.arg, "ival", m) or m)
-    if table is None or column is None:
-        return max_bytes
-    needed = graph_memory_bytes(conn, table, column, m)
-    return max(64 * 1024 * 1024, min(needed, max_bytes))
-
-
-def _parse_memory(text: str) -> int:
-    units = {"kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
-    value = text.strip().lower()
-    for unit, factor in units.items():
-        if value.endswith(unit):
-            return int(float(value[: -len(unit)].strip()) * factor)
-    return int(value)
+    return build_memory_bytes(conn, table, column, m, max_bytes)
 
 
 def build_post_data(
@@ -241,6 +249,7 @@ def build_post_data(
     statistics: str = "",
     log: Callable[[str], None] = lambda _msg: None,
     progress_every: float = PROGRESS_SECONDS,
+    cancellation: Cancellation | None = None,
 ) -> PostDataReport:
     """Apply post-data `parts` (scripts keyed 'indexes', 'foreign_keys', 'vector_indexes',
     'triggers_and_other', as the schema split produces them) in that order, then give `tables` (default:
@@ -248,8 +257,10 @@ def build_post_data(
     else ANALYZE.
 
     A vector index build reports its phase and how far it is to `log` every `progress_every` seconds
-    (from the calling thread)."""
+    (from the calling thread). `cancellation` cancels what is being built when the run is interrupted
+    (`Interrupted` is raised then)."""
     started = time.monotonic()
+    cancellation = cancellation or Cancellation()
     report = PostDataReport()
     parsed = {name: statements_of(parts.get(name, "")) for name in POST_PARTS}
     # Each part carries pg_dump's SET lines; every session replays the first part's.
@@ -272,27 +283,31 @@ def build_post_data(
     sizes = {info.table: info.bytes for info in user_tables}
     groups = sorted(per_table.items(), key=lambda item: -sizes.get(item[0], 0) if item[0] else 0)
     phase = time.monotonic()
-    _run_grouped(url, [g for _, g in groups], settings, workers, report)
+    _run_grouped(url, [g for _, g in groups], settings, workers, report, cancellation)
     report.index_seconds = time.monotonic() - phase
     log(f"indexes and keys: {len(body['indexes'])} statements in {report.index_seconds:.1f}s")
 
     # 2. foreign keys, one connection: two validations locking the same tables would only queue.
     phase = time.monotonic()
-    _run_grouped(url, [body["foreign_keys"]], settings, 1, report)
+    _run_grouped(url, [body["foreign_keys"]], settings, 1, report, cancellation)
     report.foreign_key_seconds = time.monotonic() - phase
 
     # 3. vector indexes, one at a time with all the memory and workers we may use.
-    max_bytes = _parse_memory(max_index_memory)
-    parallel = max(1, min(7, (os.cpu_count() or 2) - 1))
+    max_bytes = parse_memory(max_index_memory)
+    parallel = parallel_maintenance_workers()
     for statement in body["vector_indexes"]:
         conn = _session(url, settings, max_parallel_maintenance_workers=str(parallel))
         try:
+            cancellation.check()
             memory = _memory_setting(conn, statement, max_bytes)
             conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(f"{memory // 1024}kB")))
             phase = time.monotonic()
             node = statement.node
             assert isinstance(node, ast.IndexStmt)
-            _execute_with_progress(url, conn, statement, report, node.idxname or "?", log, progress_every)
+            with cancellation.session(conn):
+                _execute_with_progress(
+                    url, conn, statement, report, node.idxname or "?", log, progress_every, cancellation
+                )
 
             build = VectorIndexBuild(
                 name=node.idxname or "?",
@@ -308,7 +323,7 @@ def build_post_data(
 
     # 4. the rest (triggers, rules, policies...), in dump order.
     phase = time.monotonic()
-    _run_grouped(url, [body["triggers_and_other"]], settings, 1, report)
+    _run_grouped(url, [body["triggers_and_other"]], settings, 1, report, cancellation)
     report.other_seconds = time.monotonic() - phase
 
     if tables is None:

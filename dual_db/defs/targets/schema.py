@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from dual_db.copy.engine import align_all_sequences
+from dual_db.db.cancel import run_cancellation
 from dual_db.db.connect import connection, server_version_num
 from dual_db.db.names import TableName
 from dual_db.defs.constants import POST_DATA_ASSETS, SCHEMA_ASSETS, SOURCE_SCHEMA_DUMP, table_key
@@ -236,6 +237,8 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
                 tables=tables,
                 statistics=statistics,
                 log=context.log.info,
+                # An interrupted run cancels the build on the server (the executor's main thread).
+                cancellation=run_cancellation(context.run_id),
             )
             # One rolled-back write per table, triggers and foreign keys on: what the static reading of
             # the split missed fails here, named, rather than at the application's first write.

@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from dual_db.copy.engine import CopyProgress, CopyRun, TableCopyResult, copy_tables
+from dual_db.db.cancel import run_cancellation
 from dual_db.db.catalog import list_tables, table_columns
 from dual_db.db.names import TableName
 from dual_db.defs.check_results import to_check_result
@@ -78,7 +79,13 @@ def _materialize_result(
     )
     return dg.MaterializeResult(
         asset_key=asset_key,
-        metadata={TABLE_METADATA_KEY: result.table.qualified, **record.to_metadata(result.columns)},
+        metadata={
+            TABLE_METADATA_KEY: result.table.qualified,
+            **record.to_metadata(result.columns),
+            # A re-run loads without the table's secondary indexes and builds them after (engine.py).
+            "rebuilt_indexes": dg.MetadataValue.json(result.rebuilt_indexes),
+            "index_seconds": round(result.index_seconds, 3),
+        },
         check_results=[
             to_check_result(outcome, asset_key=asset_key, check_name=name) for name, outcome in checks.items()
         ],
@@ -155,10 +162,12 @@ def progress_line(target: str, progress: CopyProgress, done_size: int, total_siz
         return f"{head}; streaming {streaming}{more}" if streaming else head
     fingerprints = landed.source_fingerprint_seconds + landed.target_fingerprint_seconds
     rows = f"{landed.rows:,} row{'' if landed.rows == 1 else 's'}"
+    n = len(landed.rebuilt_indexes)
+    rebuilt = f"; {n} index{'' if n == 1 else 'es'} rebuilt in {landed.index_seconds:.1f}s" if n else ""
     return (
         f"{head}; {landed.table.display}: {rows}, {human_bytes(landed.size_bytes)} in "
         f"{landed.seconds:.1f}s (COPY {landed.copy_seconds:.1f}s, {landed.rows_per_second:,.0f} rows/s; "
-        f"fingerprints {fingerprints:.1f}s)"
+        f"fingerprints {fingerprints:.1f}s{rebuilt})"
     )
 
 
@@ -255,6 +264,9 @@ def build_table_assets(
                     sizes=sizes,
                     target_name=target,
                     progress_every=PROGRESS_SECONDS,
+                    max_index_memory=settings.max_index_memory,
+                    # An interrupted run cancels the load on the servers (the executor's main thread).
+                    cancellation=run_cancellation(context.run_id),
                 ):
                     if isinstance(item, CopyRun):
                         run = item
