@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dual_db.db.catalog import list_tables, table_columns
+from dual_db.db.catalog import list_tables, partitions_of, table_columns
 from dual_db.defs.constants import ROUTING_COMPLETE, SOURCE_SCHEMA_DUMP
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import SourceDatabase
@@ -29,6 +29,7 @@ def build_routing_complete(plan: RoutingPlan) -> dg.AssetChecksDefinition:
 def _routing_complete(plan: RoutingPlan, source: SourceDatabase) -> dg.AssetCheckResult:
     with source.get_connection() as conn:
         source_tables = [info.table for info in list_tables(conn)]
+        partitions = partitions_of(conn)
         # vector_tables only labels the assets (has_vectors, class): out of date, it is said, not failed.
         stale: list[str] = []
         if plan.vector_tables is not None:
@@ -37,7 +38,7 @@ def _routing_complete(plan: RoutingPlan, source: SourceDatabase) -> dg.AssetChec
                 has_vectors = any(c.vector_type for c in table_columns(conn, table))
                 if has_vectors != (table in listed):
                     stale.append(f"{table} has {'a' if has_vectors else 'no'} pgvector column")
-    problems = plan.problems(source_tables)
+    problems = plan.problems(source_tables, partitions)
     note = (
         f" (vector_tables is out of date: {'; '.join(stale[:5])}; it only labels the assets: "
         "rewrite it with `dual-db plan --discover`)"
