@@ -15,6 +15,8 @@ from dual_db.db.catalog import list_tables, partitions_of
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
 from dual_db.definitions import build_definitions
+from dual_db.defs.resources import SourceDatabase
+from dual_db.defs.source.checks import _routing_complete
 from dual_db.routing import RoutingPlan, discover
 from dual_db.schema.ownership import (
     OwnedObject,
@@ -277,3 +279,9 @@ def test_a_foreign_table_partition_is_refused_by_name(databases: Databases) -> N
             CopyError, match=r"table readings has foreign-table partition\(s\) readings_old: "
         ):
             copy_units(conn, [TableName.parse("readings")])
+    # ... and `routing_complete` refuses it before anything is written.
+    result = _routing_complete(
+        RoutingPlan(core=[TableName.parse("readings")]), SourceDatabase(url=databases.source.uri())
+    )
+    assert not result.passed
+    assert "readings has foreign-table partition(s) readings_old" in (result.description or "")

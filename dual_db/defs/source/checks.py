@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from dual_db.copy.engine import CopyError
+from dual_db.copy.partitions import copy_units
 from dual_db.db.catalog import list_tables, partitions_of, table_columns
 from dual_db.defs.constants import ROUTING_COMPLETE, SOURCE_SCHEMA_DUMP
 from dual_db.defs.errors import clear_failure
@@ -38,7 +40,12 @@ def _routing_complete(plan: RoutingPlan, source: SourceDatabase) -> dg.AssetChec
                 has_vectors = any(c.vector_type for c in table_columns(conn, table))
                 if has_vectors != (table in listed):
                     stale.append(f"{table} has {'a' if has_vectors else 'no'} pgvector column")
-    problems = plan.problems(source_tables, partitions)
+        problems = plan.problems(source_tables, partitions)
+        try:
+            # A partition that is a foreign table cannot be copied: refused before anything is written.
+            copy_units(conn, [t for t in (*plan.core, *plan.ai) if t in set(source_tables)])
+        except CopyError as exc:
+            problems.append(str(exc))
     note = (
         f" (vector_tables is out of date: {'; '.join(stale[:5])}; it only labels the assets: "
         "rewrite it with `dual-db plan --discover`)"
