@@ -48,7 +48,9 @@ CREATE TABLE metrics_2024 PARTITION OF metrics FOR VALUES FROM ('2024-01-01') TO
     PARTITION BY LIST (region);
 CREATE TABLE metrics_2024_eu PARTITION OF metrics_2024 FOR VALUES IN ('eu');
 CREATE TABLE metrics_2024_us PARTITION OF metrics_2024 FOR VALUES IN ('us');
-CREATE TABLE metrics_old PARTITION OF metrics FOR VALUES FROM ('2000-01-01') TO ('2024-01-01');
+-- created on its own, its columns in another order, then attached: its row hashes differ in order
+CREATE TABLE metrics_old (value numeric, region text NOT NULL, id bigint NOT NULL, day date NOT NULL);
+ALTER TABLE metrics ATTACH PARTITION metrics_old FOR VALUES FROM ('2000-01-01') TO ('2024-01-01');
 CREATE TABLE ai_chunks (id int NOT NULL, day date NOT NULL, embedding vector(3), PRIMARY KEY (id, day))
     PARTITION BY RANGE (day);
 CREATE TABLE ai_chunks_2024 PARTITION OF ai_chunks FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');

@@ -11,6 +11,7 @@ the partitioned table itself, so that a row the target holds in no copied leaf i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import psycopg
@@ -20,6 +21,7 @@ from dual_db.db.catalog import ColumnInfo, list_sequences, list_tables, partitio
 from dual_db.db.connect import connection
 from dual_db.db.fingerprint import Fingerprint, table_fingerprint, vector_extension_schema
 from dual_db.db.names import TableName
+from dual_db.db.snapshot import snapshot_session
 from dual_db.db.urls import DatabaseUrl
 
 
@@ -84,6 +86,40 @@ def _sum(fingerprints: Sequence[Fingerprint]) -> Fingerprint:
     )
 
 
+def _over_table_columns(
+    leaves: Sequence[TableCopyResult],
+    columns: Sequence[ColumnInfo],
+    source_url: DatabaseUrl,
+    snapshot_id: str | None,
+) -> list[Fingerprint]:
+    """Each leaf's source fingerprint over the partitioned table's column order. A row hash combines
+    its columns by position, so the leaves' fingerprints add up to the table's only in one column
+    order: a leaf created on its own and then attached can list its columns in another order, and is
+    fingerprinted again (inside the same snapshot) over the table's."""
+    order = [c.name for c in columns]
+    found: list[Fingerprint] = []
+    again = {id(r) for r in leaves if [c.name for c in r.columns] != order}
+    session = (
+        snapshot_session(source_url, snapshot_id, application_name="dual-db fingerprint") if again else None
+    )
+    with session if session is not None else nullcontext() as conn:
+        for r in leaves:
+            assert r.source_fingerprint is not None, f"partition {r.table} was copied without a fingerprint"
+            if id(r) not in again:
+                found.append(r.source_fingerprint)
+                continue
+            found.append(
+                table_fingerprint(
+                    conn,
+                    r.table,
+                    columns,
+                    algorithm=r.source_fingerprint.algorithm,
+                    vector_schema=vector_extension_schema(conn),
+                )
+            )
+    return found
+
+
 def combine_partitions(
     table: TableName,
     leaves: Sequence[TableCopyResult],
@@ -91,12 +127,13 @@ def combine_partitions(
     *,
     source_url: DatabaseUrl,
     target_url: DatabaseUrl,
+    snapshot_id: str | None,
 ) -> PartitionedCopyResult:
     """The partitioned `table`'s result from its leaves' (all copied): the source fingerprint is their
     sum; the target is fingerprinted through `table` itself over the table's `columns`. Sequences owned
     by `table` (a serial on the partitioned table, not on a leaf) are set to the source's values."""
     ordered = sorted(leaves, key=lambda r: r.table)
-    source = _sum([r.source_fingerprint for r in ordered if r.source_fingerprint is not None])
+    source = _sum(_over_table_columns(ordered, columns, source_url, snapshot_id))
     with connection(source_url, read_only=True, application_name="dual-db copy") as source_conn:
         owned = [s for s in list_sequences(source_conn, owned_by=table) if s.last_value is not None]
     with connection(target_url, autocommit=True, application_name="dual-db copy") as target_conn:

@@ -270,6 +270,7 @@ def build_table_assets(
                             parent_columns[table],
                             source_url=source.database_url(),
                             target_url=target_db.database_url(),
+                            snapshot_id=exported.snapshot_id,
                         )
                     except Exception as exc:
                         combine_errors[table] = exc
