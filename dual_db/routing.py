@@ -34,7 +34,7 @@ database. `dual-db plan --discover` reads the live source catalog and writes the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,12 +203,21 @@ class RoutingPlan:
         counts = Counter([*self.core, *self.ai, *self.exclude])
         return sorted(t for t, n in counts.items() if n > 1)
 
-    def problems(self, source_tables: Iterable[TableName]) -> list[str]:
-        """Every way the plan and the source disagree, each naming the table."""
+    def problems(
+        self, source_tables: Iterable[TableName], partitions: Mapping[TableName, TableName] | None = None
+    ) -> list[str]:
+        """Every way the plan and the source disagree, each naming the table. `partitions` maps the
+        source's partitions to their partitioned table: the plan routes the table, never a partition."""
         source = set(source_tables)
         planned = {*self.core, *self.ai, *self.exclude}
+        partitions = partitions or {}
         problems = [f"{t} is in the source but not in the routing plan" for t in sorted(source - planned)]
-        problems += [f"{t} is in the routing plan but not in the source" for t in sorted(planned - source)]
+        problems += [
+            f"{t} is a partition of {partitions[t]}: route {partitions[t]} (with all its partitions) instead"
+            if t in partitions
+            else f"{t} is in the routing plan but not in the source"
+            for t in sorted(planned - source)
+        ]
         for table in self.routed_twice():
             places = [k for k in ("core", "ai", "exclude") if table in getattr(self, k)]
             problems.append(f"{table} is routed more than once ({', '.join(places)})")

@@ -447,11 +447,20 @@ def test_routing_errors(source: Source) -> None:
         split_schema(pre, "", set())
     assert (info.value.table, info.value.column) == (TableName("public", "t"), "e")
 
+    # A partitioned table routed by its name takes its partitions along; a partition routed without
+    # its partitioned table is refused.
+    by_parent = split_schema(
+        source.sections.pre_data,
+        source.sections.post_data,
+        AI_TABLES - {TableName("public", "ai_events_2025")},
+    )
+    assert "CREATE TABLE public.ai_events_2025" in by_parent.ai_pre
+    assert "ai_events_2025" not in by_parent.core_pre
     with pytest.raises(SchemaSplitError, match=r"is a partition of public\.ai_events"):
         split_schema(
             source.sections.pre_data,
             source.sections.post_data,
-            AI_TABLES - {TableName("public", "ai_events_2025")},
+            AI_TABLES - {TableName("public", "ai_events")},
         )
     with pytest.raises(SchemaSplitError, match="did you mean"):
         split_schema(

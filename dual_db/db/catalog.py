@@ -57,11 +57,22 @@ class SequenceInfo:
     is_called: bool
 
 
+# A partitioned table (relkind 'p') is listed by its root, never by its partitions: it is routed,
+# copied and verified as one table. Its size and row estimate are its leaves' (the parent stores nothing).
 _TABLES_SQL = """
-SELECT n.nspname, c.relname, pg_table_size(c.oid) AS bytes, c.reltuples::bigint AS estimated_rows
+SELECT n.nspname, c.relname,
+       CASE WHEN c.relkind = 'p'
+            THEN (SELECT coalesce(sum(pg_table_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t
+                  WHERE t.isleaf)
+            ELSE pg_table_size(c.oid) END AS bytes,
+       CASE WHEN c.relkind = 'p'
+            THEN (SELECT coalesce(sum(greatest(l.reltuples, 0)), 0) FROM pg_partition_tree(c.oid) t
+                  JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)
+            ELSE c.reltuples END::bigint AS estimated_rows,
+       c.relkind::text
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r'
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname <> ALL (%(system)s)
   AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%%'
   -- tables that belong to an extension are re-created by CREATE EXTENSION, not copied
@@ -76,12 +87,54 @@ class TableInfo:
     table: TableName
     bytes: int
     estimated_rows: int
+    kind: str = "r"  # pg_class.relkind: 'r' a table, 'p' a partitioned table, 'f' a foreign table
+
+    @property
+    def partitioned(self) -> bool:
+        return self.kind == "p"
 
 
 def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
-    """User tables (ordinary, not extension-owned, not temporary), with their on-disk size."""
+    """User tables (ordinary or partitioned, not partitions, not extension-owned, not temporary), with
+    their on-disk size."""
     rows = conn.execute(_TABLES_SQL, {"system": list(SYSTEM_SCHEMAS)}).fetchall()
-    return [TableInfo(TableName(r[0], r[1]), int(r[2]), max(int(r[3]), 0)) for r in rows]
+    return [TableInfo(TableName(r[0], r[1]), int(r[2]), max(int(r[3]), 0), str(r[4])) for r in rows]
+
+
+# Every leaf of a partition tree at any depth (a sub-partitioned partition is not a leaf: its own
+# partitions are), in name order.
+_LEAVES_SQL = """
+SELECT n.nspname, c.relname, coalesce(pg_table_size(c.oid), 0), greatest(c.reltuples, 0)::bigint,
+       c.relkind::text
+FROM pg_partition_tree(%(rel)s::regclass) t
+JOIN pg_class c ON c.oid = t.relid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE t.isleaf
+ORDER BY n.nspname, c.relname
+"""
+
+
+def partition_leaves(conn: psycopg.Connection, table: TableName) -> list[TableInfo]:
+    """The partitions of `table` that hold its rows (the leaves of its partition tree, at any depth;
+    kind 'f' for a foreign-table partition); an empty list for a partitioned table without partitions
+    (and for a plain table)."""
+    rows = conn.execute(_LEAVES_SQL, {"rel": regclass_literal(table)}).fetchall()
+    return [TableInfo(TableName(r[0], r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+
+
+def partitions_of(conn: psycopg.Connection) -> dict[TableName, TableName]:
+    """Every partition (at any depth) of a user table, mapped to the root of its partition tree."""
+    rows = conn.execute(
+        """
+        SELECT n.nspname, c.relname, rn.nspname, r.relname
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+        JOIN pg_namespace rn ON rn.oid = r.relnamespace
+        WHERE c.relispartition AND c.relkind IN ('r', 'p', 'f')
+        """
+    ).fetchall()
+    return {TableName(r[0], r[1]): TableName(r[2], r[3]) for r in rows}
 
 
 _COLUMNS_SQL = """

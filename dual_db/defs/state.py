@@ -121,6 +121,59 @@ def _sequences_metadata(sequences: Mapping[TableName, SequenceState]) -> dg.Meta
 
 
 @dataclass(frozen=True)
+class PartitionCopyRecord:
+    """One leaf partition of a partitioned table's copy: what its COPY loaded and both fingerprints."""
+
+    table: TableName
+    rows: int
+    source: Fingerprint
+    target_checksum: str
+    copy_seconds: float = 0.0
+
+
+def _partitions_metadata(partitions: Sequence[PartitionCopyRecord]) -> dg.MetadataValue:
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                data={
+                    "partition": p.table.qualified,
+                    "rows": p.rows,
+                    "source_rows": p.source.rows,
+                    "source_checksum": p.source.checksum,
+                    "target_checksum": p.target_checksum,
+                    "copy_s": round(p.copy_seconds, 3),
+                }
+            )
+            for p in partitions
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn("partition", "string"),
+                dg.TableColumn("rows", "int"),
+                dg.TableColumn("source_rows", "int"),
+                dg.TableColumn("source_checksum", "string"),
+                dg.TableColumn("target_checksum", "string"),
+                dg.TableColumn("copy_s", "float"),
+            ]
+        ),
+    )
+
+
+def _partitions_from(value: object, algorithm: str) -> tuple[PartitionCopyRecord, ...]:
+    records = getattr(value, "records", None) or []
+    return tuple(
+        PartitionCopyRecord(
+            table=TableName.parse(str(r.data["partition"])),
+            rows=int(r.data.get("rows") or 0),
+            source=Fingerprint(int(r.data["source_rows"]), str(r.data["source_checksum"]), algorithm),
+            target_checksum=str(r.data.get("target_checksum") or ""),
+            copy_seconds=float(r.data.get("copy_s") or 0.0),
+        )
+        for r in records
+    )
+
+
+@dataclass(frozen=True)
 class TableCopyRecord:
     table: TableName
     rows: int
@@ -138,6 +191,8 @@ class TableCopyRecord:
     copy_seconds: float = 0.0
     target_fingerprint_seconds: float = 0.0
     size_bytes: int = 0  # the target table right after the load (heap and TOAST, no indexes)
+    # A partitioned table's leaves, each copied and checked on its own (empty for a plain table).
+    partitions: tuple[PartitionCopyRecord, ...] = ()
 
     @property
     def fingerprint_seconds(self) -> float:
@@ -187,6 +242,8 @@ class TableCopyRecord:
                     ]
                 )
             )
+        if self.partitions:
+            metadata["partitions"] = _partitions_metadata(self.partitions)
         if self.snapshot is not None:
             metadata.update(self.snapshot.to_metadata())
         return metadata
@@ -217,6 +274,9 @@ class TableCopyRecord:
             copy_seconds=float(metadata.get("copy_seconds") or 0.0),
             target_fingerprint_seconds=float(metadata.get("target_fingerprint_seconds") or 0.0),
             size_bytes=int(metadata.get("dagster/size_bytes") or 0),
+            partitions=_partitions_from(
+                metadata.get("partitions"), str(metadata.get("fingerprint_algorithm") or TEXT_V1)
+            ),
         )
 
     @classmethod

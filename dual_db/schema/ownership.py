@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from dual_db.db.catalog import regclass_literal
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
@@ -149,6 +150,14 @@ FROM candidates c
 WHERE NOT EXISTS (
     SELECT 1 FROM pg_depend d
     WHERE d.classid = c.classid AND d.objid = c.objid AND d.deptype IN ('e', 'i', 'a')
+      -- a partitioned table depends internally on itself (on its partition key's columns): that
+      -- makes it no part of another object
+      AND NOT (d.refclassid = d.classid AND d.refobjid = d.objid)
+      -- a partition depends automatically on its parent, yet it is a table of its own that a copy
+      -- loads: listed, so that loading it is loading into dual-db's table, and a re-run replaces it
+      AND NOT (d.deptype = 'a' AND d.refclassid = 'pg_class'::regclass
+               AND c.classid = 'pg_class'::regclass
+               AND (SELECT relispartition FROM pg_class WHERE oid = c.objid))
 )
 """
 
@@ -333,12 +342,23 @@ def owned_tables_guard(
     if marker is None or marker.role != role:
         raise OwnershipError(
             f"the {role} database {url.masked()} was not prepared by dual-db as its {role} target: "
-            f"materialize {role}/schema first (the migrate job does)"
+            f"materialize {role}/{role}_schema first (the migrate job does)"
         )
     owned = marker.tables
-    strangers = [t for t in tables if t not in owned]
+    strangers = [t for t in tables if t not in owned and _partition_root(conn, t) not in owned]
     if strangers:
         raise OwnershipError(
             f"table(s) {', '.join(str(t) for t in strangers)} in the {role} database {url.masked()} "
-            f"were not created by dual-db: re-materialize {role}/schema first"
+            f"were not created by dual-db: re-materialize {role}/{role}_schema first"
         )
+
+
+def _partition_root(conn: psycopg.Connection, table: TableName) -> TableName | None:
+    """The root of `table`'s partition tree when it is a partition (a record written before dual-db
+    listed partitions holds only the root, which owns them), else None."""
+    row = conn.execute(
+        "SELECT n.nspname, r.relname FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace "
+        "WHERE r.oid = pg_partition_root(to_regclass(%s)) AND r.oid <> to_regclass(%s)",
+        (regclass_literal(table), regclass_literal(table)),
+    ).fetchone()
+    return TableName(row[0], row[1]) if row else None

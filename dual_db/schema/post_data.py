@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 from pglast import ast
+from pglast.enums import AlterTableType
 from psycopg import sql
 
 from dual_db.db.cancel import Cancellation, Interrupted, stop_when_client_is_gone
@@ -92,6 +93,13 @@ def _relation_of(node: ast.Node) -> TableName | None:
     if relation is None:
         return None
     return TableName(relation.schemaname or "public", relation.relname)
+
+
+def _attaches_partition(node: ast.Node) -> bool:
+    """ALTER INDEX parent ATTACH PARTITION child (pg_dump's way of building a partitioned index)."""
+    return isinstance(node, ast.AlterTableStmt) and any(
+        getattr(cmd, "subtype", None) == AlterTableType.AT_AttachPartition for cmd in node.cmds or ()
+    )
 
 
 def _execute(
@@ -276,7 +284,11 @@ def build_post_data(
 
     # 1. indexes and PK/unique constraints: one group per table, largest tables first.
     per_table: dict[TableName | None, list[Statement]] = defaultdict(list)
+    attaching: list[Statement] = []
     for statement in body["indexes"]:
+        if _attaches_partition(statement.node):
+            attaching.append(statement)
+            continue
         per_table[_relation_of(statement.node)].append(statement)
     with connection(url, autocommit=True) as conn:
         user_tables = list_tables(conn)
@@ -284,6 +296,9 @@ def build_post_data(
     groups = sorted(per_table.items(), key=lambda item: -sizes.get(item[0], 0) if item[0] else 0)
     phase = time.monotonic()
     _run_grouped(url, [g for _, g in groups], settings, workers, report, cancellation)
+    # A partition's index is attached to its parent's only once both exist, and both are built by
+    # other groups (side by side): attaching runs after them, which makes the parent's index valid.
+    _run_grouped(url, [attaching], settings, 1, report, cancellation)
     report.index_seconds = time.monotonic() - phase
     log(f"indexes and keys: {len(body['indexes'])} statements in {report.index_seconds:.1f}s")
 
@@ -297,6 +312,14 @@ def build_post_data(
     parallel = parallel_maintenance_workers()
     for statement in body["vector_indexes"]:
         conn = _session(url, settings, max_parallel_maintenance_workers=str(parallel))
+        if not isinstance(statement.node, ast.IndexStmt):
+            # What follows its vector index (ALTER INDEX ... ATTACH PARTITION of a partitioned one, a
+            # comment): builds nothing, in dump order after the indexes it names.
+            try:
+                _execute(conn, statement, report)
+            finally:
+                conn.close()
+            continue
         try:
             cancellation.check()
             memory = _memory_setting(conn, statement, max_bytes)

@@ -766,7 +766,7 @@ def split_schema(
     """
     graph = _Graph(pre_data, post_data)
     stmts = graph.stmts
-    ai = frozenset(ai_tables)
+    ai = _with_partitions(frozenset(ai_tables), stmts)
     _check_ai_tables(ai, graph)
 
     vector_ext = [s.idx for s in stmts if s.kind == "EXTENSION" and s.name == PGVECTOR_EXTENSION]
@@ -875,6 +875,22 @@ def split_schema(
         core_major=core_major,
         ai_major=ai_major,
     )
+
+
+def _with_partitions(ai: frozenset[TableName], stmts: list[_Stmt]) -> frozenset[TableName]:
+    """`ai` with every partition (at any depth) of a partitioned table in it: the plan routes a
+    partitioned table by its name, and its partitions (ATTACH PARTITION in the dump) go with it."""
+    children: dict[TableName, list[TableName]] = {}
+    for s in stmts:
+        if s.partition_child is not None and s.owner is not None:
+            children.setdefault(s.owner, []).append(s.partition_child)
+    result, pending = set(ai), list(ai)
+    while pending:
+        for child in children.get(pending.pop(), ()):
+            if child not in result:
+                result.add(child)
+                pending.append(child)
+    return frozenset(result)
 
 
 def _core_removals(

@@ -29,7 +29,9 @@ SELECT k.conname, k.convalidated, k.confmatchtype::text, fn.nspname, fc.relname,
 FROM pg_constraint k
 JOIN pg_class fc ON fc.oid = k.confrelid
 JOIN pg_namespace fn ON fn.oid = fc.relnamespace
-WHERE k.contype = 'f' AND k.conrelid = %(rel)s::regclass
+-- a key to a partitioned table is cloned for each of its partitions (conparentid): the clones are
+-- part of the key, which is checked against the partitioned table as a whole
+WHERE k.contype = 'f' AND k.conrelid = %(rel)s::regclass AND k.conparentid = 0
 ORDER BY k.conname
 """
 

@@ -240,3 +240,43 @@ def _fingerprint_from(outcome: CheckOutcome, algorithm: str) -> Fingerprint | No
     if rows is None or checksum is None:
         return None
     return Fingerprint(int(rows), str(checksum), algorithm)  # type: ignore[arg-type]
+
+
+def partitioned_parity(
+    table: TableName,
+    whole: dict[str, CheckOutcome],
+    leaves: dict[TableName, dict[str, CheckOutcome]],
+) -> dict[str, CheckOutcome]:
+    """A partitioned table's checks: the table as a whole (through the partitioned table on the target)
+    and each of its leaf partitions. Passes only when all pass; a failure names the partition."""
+    combined: dict[str, CheckOutcome] = {}
+    for name, outcome in whole.items():
+        per_leaf = {leaf: checks[name] for leaf, checks in sorted(leaves.items())}
+        failing = [(leaf, o) for leaf, o in per_leaf.items() if not o.passed]
+        meta = dict(outcome.metadata)
+        meta["partitions"] = [
+            {
+                "partition": leaf.qualified,
+                "passed": o.passed,
+                "source_rows": o.metadata.get("source_rows"),
+                "target_rows": o.metadata.get("target_rows"),
+            }
+            for leaf, o in per_leaf.items()
+        ]
+        if failing:
+            summary = f"{table} partition {failing[0][1].summary}"
+            if len(failing) > 1:
+                summary += f" (and {plural(len(failing) - 1, 'other partition')})"
+        elif not outcome.passed:
+            summary = outcome.summary
+        else:
+            summary = f"{outcome.summary}; each of its {plural(len(per_leaf), 'partition')} too"
+        combined[name] = CheckOutcome(
+            passed=outcome.passed and not failing,
+            summary=summary,
+            failures=[*(f for _, o in failing for f in o.failures), *outcome.failures],
+            metadata=meta,
+            warnings=[*outcome.warnings, *(w for o in per_leaf.values() for w in o.warnings)],
+            severity=outcome.severity,
+        )
+    return combined

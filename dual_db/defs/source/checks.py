@@ -2,7 +2,9 @@
 
 import dagster as dg
 
-from dual_db.db.catalog import list_tables, table_columns
+from dual_db.copy.engine import CopyError
+from dual_db.copy.partitions import copy_units
+from dual_db.db.catalog import list_tables, partitions_of, table_columns
 from dual_db.defs.constants import ROUTING_COMPLETE, SOURCE_SCHEMA_DUMP
 from dual_db.defs.errors import clear_failure
 from dual_db.defs.resources import SourceDatabase
@@ -61,6 +63,7 @@ def _routing_complete(
 ) -> dg.AssetCheckResult:
     with source.get_connection() as conn:
         source_tables = [info.table for info in list_tables(conn)]
+        partitions = partitions_of(conn)
         # vector_tables only labels the assets (has_vectors, class): out of date, it is said, not failed.
         stale: list[str] = []
         if plan.vector_tables is not None:
@@ -71,7 +74,12 @@ def _routing_complete(
                     stale.append(f"{table} has {'a' if has_vectors else 'no'} pgvector column")
         # Blocking: nothing downstream (the target schemas, the copies) runs while these are open.
         hazards = split_hazards(conn, plan)
-    problems = plan.problems(source_tables) + hazards
+        problems = plan.problems(source_tables, partitions) + hazards
+        try:
+            # A partition that is a foreign table cannot be copied: refused before anything is written.
+            copy_units(conn, [t for t in (*plan.core, *plan.ai) if t in set(source_tables)])
+        except CopyError as exc:
+            problems.append(str(exc))
     if split_problem is not None and not problems:
         # Only for a plan that covers the source: a split of a wrong plan fails on the same tables.
         problems.append(split_problem)

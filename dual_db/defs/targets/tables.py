@@ -15,8 +15,10 @@ from typing import Any
 import dagster as dg
 
 from dual_db.copy.engine import CopyProgress, CopyRun, TableCopyResult, copy_tables
+from dual_db.copy.partitions import CopyUnits, PartitionedCopyResult, combine_partitions, copy_units
 from dual_db.db.cancel import run_cancellation
-from dual_db.db.catalog import list_tables, table_columns
+from dual_db.db.catalog import table_columns
+from dual_db.db.fingerprint import Fingerprint
 from dual_db.db.names import TableName
 from dual_db.defs.check_results import to_check_result
 from dual_db.defs.constants import (
@@ -37,12 +39,12 @@ from dual_db.defs.resources import (
     SourceSnapshot,
     target_database,
 )
-from dual_db.defs.state import SnapshotRecord, TableCopyRecord, human_bytes
+from dual_db.defs.state import PartitionCopyRecord, SnapshotRecord, TableCopyRecord, human_bytes
 from dual_db.preflight import check_replica_role_privilege
 from dual_db.routing import RoutingPlan
 from dual_db.schema.ownership import owned_tables_guard
 from dual_db.verify.outcome import CheckOutcome
-from dual_db.verify.parity import table_parity
+from dual_db.verify.parity import partitioned_parity, table_parity
 
 TABLE_METADATA_KEY = "dual_db/table"
 # How often, at most, the copy's progress reaches the run log while tables stream.
@@ -76,6 +78,15 @@ def _materialize_result(
         copy_seconds=result.copy_seconds,
         target_fingerprint_seconds=result.target_fingerprint_seconds,
         size_bytes=result.size_bytes,
+        partitions=tuple(
+            PartitionCopyRecord(
+                p.table, p.rows, p.source_fingerprint, p.target_fingerprint.checksum, p.copy_seconds
+            )
+            for p in result.partitions
+            if p.source_fingerprint is not None and p.target_fingerprint is not None
+        )
+        if isinstance(result, PartitionedCopyResult)
+        else (),
     )
     return dg.MaterializeResult(
         asset_key=asset_key,
@@ -244,21 +255,57 @@ def build_table_assets(
                     f"copying {len(selected)} table(s) to {target} at {target_db.masked_url} "
                     f"from snapshot {exported.snapshot_id}"
                 )
-                with source.get_connection() as conn:
-                    sizes = {info.table: info.bytes for info in list_tables(conn)}
                 key_of = {by_key[key]: key for key in selected}
+                # A partitioned table is copied leaf by leaf: each leaf is a COPY of its own.
+                with clear_failure(context), source.get_connection() as conn:
+                    units = copy_units(conn, list(key_of))
+                    parent_columns = {t: table_columns(conn, t) for t in units.leaves}
+                sizes = units.sizes
                 # Only into tables dual-db created there, never after a cutover, and only where the load
                 # may skip triggers and foreign keys: refused before anything is written.
                 with clear_failure(context), target_db.get_connection(autocommit=True) as conn:
-                    owned_tables_guard(conn, target, target_db.database_url(), list(key_of))
-                    check_replica_role_privilege(conn, target, target_db.database_url(), list(key_of))
+                    loaded = [*key_of, *(u for u in units.units if u not in key_of)]
+                    owned_tables_guard(conn, target, target_db.database_url(), loaded)
+                    check_replica_role_privilege(conn, target, target_db.database_url(), units.units)
+                landed: dict[TableName, list[TableCopyResult]] = {t: [] for t in units.leaves}
+                combine_errors: dict[TableName, BaseException] = {}
+
+                def partitioned_result(table: TableName) -> dg.MaterializeResult | None:
+                    """The partitioned table's result once all its leaves landed (None on a failure)."""
+                    try:
+                        combined = combine_partitions(
+                            table,
+                            landed[table],
+                            parent_columns[table],
+                            source_url=source.database_url(),
+                            target_url=target_db.database_url(),
+                            snapshot_id=exported.snapshot_id,
+                        )
+                    except Exception as exc:
+                        combine_errors[table] = exc
+                        return None
+                    assert combined.source_fingerprint is not None
+                    checks = partitioned_parity(
+                        table,
+                        _parity(combined, source, target_db, exported.snapshot_id),
+                        {
+                            leaf.table: _parity(leaf, source, target_db, exported.snapshot_id)
+                            for leaf in combined.partitions
+                        },
+                    )
+                    return _materialize_result(key_of[table], combined, checks, SnapshotRecord.of(exported))
+
+                for table in [t for t, leaves in units.leaves.items() if not leaves]:
+                    # A partitioned table without partitions holds no rows: nothing streams for it.
+                    if (done := partitioned_result(table)) is not None:
+                        yield done
                 run: CopyRun | None = None
                 total_size = sum(sizes.get(t, 0) for t in key_of)
                 done_size, logged_step, logged_at = 0, -1, time.monotonic()
                 for item in _run_copy_in_background(
                     source_url=source.database_url(),
                     target_url=target_db.database_url(),
-                    tables=list(key_of),
+                    tables=units.units,
                     snapshot_id=exported.snapshot_id,
                     workers=settings.copy_workers,
                     sizes=sizes,
@@ -286,23 +333,26 @@ def build_table_assets(
                                 logged_step, logged_at = step, time.monotonic()
                         continue
                     assert item.source_fingerprint is not None
-                    checks = table_parity(
-                        item.source_fingerprint,
-                        item.table,
-                        item.columns,
-                        source_url=source.database_url(),
-                        target_url=target_db.database_url(),
-                        snapshot_id=exported.snapshot_id,
-                        actual=item.target_fingerprint,
-                    )
+                    owner = units.table_of(item.table)
+                    if owner != item.table:
+                        landed[owner].append(item)
+                        if len(landed[owner]) == len(units.leaves[owner]):
+                            if (done := partitioned_result(owner)) is not None:
+                                yield done
+                        continue
+                    checks = _parity(item, source, target_db, exported.snapshot_id)
                     yield _materialize_result(key_of[item.table], item, checks, SnapshotRecord.of(exported))
                 assert run is not None
                 for warning in run.warnings:
                     context.log.warning(warning)
                 # Every selected table is copied or failed: a table in neither would be recorded as
                 # materialized by nothing and silently skipped downstream.
-                unaccounted = set(key_of) - {r.table for r in run.results} - set(run.errors)
-                failed = {**run.errors, **{t: "not copied (no worker reported it)" for t in unaccounted}}
+                unaccounted = set(units.units) - {r.table for r in run.results} - set(run.errors)
+                failed = _by_routed_table(
+                    units,
+                    {**run.errors, **{t: "not copied (no worker reported it)" for t in unaccounted}},
+                )
+                failed.update({t: e for t, e in combine_errors.items() if t not in failed})
                 if failed:
                     raise dg.Failure(
                         description=copy_failure_description(target, failed, len(key_of)),
@@ -348,6 +398,32 @@ def build_table_assets(
     return copy_target_tables
 
 
+def _parity(
+    result: TableCopyResult, source: SourceDatabase, target_db: PostgresDatabase, snapshot_id: str | None
+) -> dict[str, CheckOutcome]:
+    """count_parity and checksum_parity of a table (or leaf partition) the copy just fingerprinted."""
+    assert result.source_fingerprint is not None
+    return table_parity(
+        result.source_fingerprint,
+        result.table,
+        result.columns,
+        source_url=source.database_url(),
+        target_url=target_db.database_url(),
+        snapshot_id=snapshot_id,
+        actual=result.target_fingerprint,
+    )
+
+
+def _by_routed_table(units: CopyUnits, failed: Mapping[TableName, object]) -> dict[TableName, object]:
+    """Failures by the routed table: a failed leaf fails its partitioned table, naming the leaf."""
+    result: dict[TableName, object] = {}
+    for unit, error in sorted(failed.items()):
+        owner = units.table_of(unit)
+        if owner not in result:
+            result[owner] = error if owner == unit else f"partition {unit}: {error}"
+    return result
+
+
 def _recheck_table(
     asset_key: dg.AssetKey,
     table: TableName,
@@ -361,12 +437,20 @@ def _recheck_table(
         never = f"{table} has never been copied: materialize {asset_key.to_user_string()}"
         return {name: CheckOutcome(False, never, [never]) for name in (COUNT_PARITY, CHECKSUM_PARITY)}
     with source.get_connection() as source_conn:
-        columns = table_columns(source_conn, table)
-    return table_parity(
-        record.source,
-        table,
-        columns,
-        source_url=source.database_url(),
-        target_url=target_db.database_url(),
-        snapshot_id=None,
-    )
+        columns = {t: table_columns(source_conn, t) for t in [table, *(p.table for p in record.partitions)]}
+
+    def recheck(t: TableName, expected: Fingerprint) -> dict[str, CheckOutcome]:
+        return table_parity(
+            expected,
+            t,
+            columns[t],
+            source_url=source.database_url(),
+            target_url=target_db.database_url(),
+            snapshot_id=None,
+        )
+
+    whole = recheck(table, record.source)
+    if not record.partitions:
+        return whole
+    # A partitioned table: as a whole, and each leaf against its own fingerprint at the snapshot.
+    return partitioned_parity(table, whole, {p.table: recheck(p.table, p.source) for p in record.partitions})
