@@ -99,6 +99,8 @@ class VerificationReport:
     outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
     # Tables whose source content changed after their copy's snapshot (display names, sorted).
     source_moved: list[str] = field(default_factory=list)
+    # Steps of the report's run that failed (a guard, the schema, a table): the run verified less.
+    failed_steps: list[str] = field(default_factory=list)
 
     def add_table(
         self,
@@ -215,6 +217,8 @@ class VerificationReport:
                 named += f" and {len(self.source_moved) - _NAMED_IN_SUMMARY} more"
             moved = plural(len(self.source_moved), "table")
             line += f"; the source has moved since: {moved} changed ({named})"
+        if self.failed_steps:
+            line += f"; {plural(len(self.failed_steps), 'step')} failed ({', '.join(self.failed_steps)})"
         return line
 
     # ---- renderings --------------------------------------------------------------------------------
@@ -274,6 +278,7 @@ class VerificationReport:
             "failing_tables": [t.table.qualified for t in self.failing_tables],
             "failing_checks": self.failing_checks,
             "source_moved": list(self.source_moved),
+            "failed_steps": list(self.failed_steps),
             "tables": [t.to_dict() for t in self.ordered_tables()],
             "checks": {name: o.to_dict() for name, o in self.ordered_outcomes()},
         }
