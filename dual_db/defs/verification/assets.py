@@ -194,8 +194,9 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
         # of its run, the failed ones too (steps of a run run at once: defs/executor.py). No `deps`:
         # Dagster does not execute a step whose upstream failed or was skipped, and a dependency on
         # the post-data assets (or the tables) left the report "not executed" when a guard, the schema
-        # or a blocking check failed, which is when it matters.
-        op_tags={RUNS_LAST_TAG: "true"},
+        # or a blocking check failed, which is when it matters. The lowest step priority orders it after
+        # every ready step where RUNS_LAST_TAG is not read (`execute_in_process` runs its own executor).
+        op_tags={RUNS_LAST_TAG: "true", "dagster/priority": "-1000"},
         group_name="verification",
         kinds={"postgres"},
         description="The summary line first, then the failing tables and checks by name, then every "
