@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import Any
 
 from dagster import Field, StringSource
+from dagster._core.instance.ref import compute_logs_directory
 from dagster._core.storage.compute_log_manager import CapturedLogContext
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._serdes import ConfigurableClassData
@@ -43,18 +43,26 @@ def _environment_without_passwords() -> Iterator[None]:
 class PrivateLocalComputeLogManager(LocalComputeLogManager):
     """`LocalComputeLogManager` (same files, same UI), whose `tail -F` children hold no URL."""
 
+    def __init__(self, base_dir: str | None = None, **kwargs: Any) -> None:
+        # Without base_dir, Dagster's own default: <instance root>/storage, known once the instance
+        # registers itself (an instance made by DagsterInstance.from_config(dir) has no DAGSTER_HOME).
+        self._default_base_dir = base_dir is None
+        super().__init__(base_dir=base_dir or "", **kwargs)
+
+    def register_instance(self, instance: Any) -> None:
+        super().register_instance(instance)
+        if self._default_base_dir:
+            self._base_dir = compute_logs_directory(instance.root_directory)
+
     @classmethod
     def config_type(cls) -> dict[str, Any]:
-        # base_dir defaults to Dagster's own default, $DAGSTER_HOME/storage
         return {**super().config_type(), "base_dir": Field(StringSource, is_required=False)}  # type: ignore[dict-item]
 
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
     ) -> PrivateLocalComputeLogManager:
-        config = dict(config_value)
-        config.setdefault("base_dir", str(Path(os.environ["DAGSTER_HOME"]) / "storage"))
-        return cls(inst_data=inst_data, **config)
+        return cls(inst_data=inst_data, **config_value)
 
     @contextmanager
     def capture_logs(self, log_key: Sequence[str]) -> Generator[CapturedLogContext, None, None]:

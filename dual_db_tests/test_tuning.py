@@ -218,13 +218,19 @@ def test_a_database_owner_without_superuser_gets_not_permitted_and_the_rest_appl
         owner = replace(admin, user=role, password=password, dbname="tuned_by_owner")
         report = apply_tuning(owner, load_tuning_file("ai"))
         settings = report.by_name()
-        for name in ("shared_buffers", "work_mem", "effective_cache_size", "maintenance_work_mem"):
+        for name in (
+            "shared_buffers",
+            "work_mem",
+            "effective_cache_size",
+            "maintenance_work_mem",
+            "random_page_cost",
+        ):
             assert settings[name].status is Status.NOT_PERMITTED, settings[name]
             assert settings[name].detail == f'permission denied to set parameter "{name}"'
             assert settings[name].before.shown == settings[name].after.shown
         assert settings["hnsw.ef_search"].status is Status.APPLIED
         assert not report.reloaded  # nothing server-wide was changed: no reload needed (nor permitted)
-        assert report.summary().endswith("1 applied, 4 not permitted")
+        assert report.summary().endswith("1 applied, 5 not permitted")
         with connection(owner) as conn:
             assert conn.execute("SHOW hnsw.ef_search").fetchone() == ("100",)
     finally:

@@ -76,6 +76,8 @@ def failed_steps(instance: dg.DagsterInstance, run_id: str) -> CheckOutcome | No
         if event is None:
             continue
         data = event.step_failure_data
+        if data.error is not None and data.error.cls_name == "DagsterAssetCheckFailedError":
+            continue  # a blocking check that failed in its asset's step: the report names the check
         user = data.user_failure_data
         text = user.description if user is not None and user.description else None
         if not text and data.error is not None:
