@@ -3,6 +3,7 @@ its masked URL, and leaves every database as it was.
 
 - every server reachable;
 - the three URLs are three different databases (a target that is the source would be written to);
+- each target has the source's encoding;
 - core has no `vector` extension; AI can install it;
 - a fresh target holds no tables (unless replacing is configured): tables there suggest a wrong URL;
 - a target that was cut over is never written to again.
@@ -44,6 +45,7 @@ class TargetState:
     vector_installed: str | None
     vector_available: str | None
     identity: tuple[str, ...]
+    encoding: str
 
     @property
     def created_by_dual_db(self) -> bool:
@@ -70,6 +72,40 @@ def database_identity(conn: psycopg.Connection) -> tuple[str, ...]:
     return tuple(str(v) for v in row)
 
 
+def database_encoding(conn: psycopg.Connection) -> str:
+    """The database's own encoding (what `server_encoding` shows), e.g. UTF8, LATIN1, SQL_ASCII."""
+    row = conn.execute(
+        "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def check_encoding(source_encoding: str, state: TargetState) -> None:
+    """A target must have the source's encoding exactly.
+
+    A narrower one (LATIN1, SQL_ASCII, ... for a UTF8 source) cannot hold every character the source
+    can, and the copy would fail at the first such row, after the schema and other tables were written.
+    A wider one (UTF8 for a LATIN1 source) would hold them, but the checksums hash text as each server
+    stores its bytes, so the copy could not be proven identical; and a SQL_ASCII source holds bytes no
+    encoding is promised to accept.
+    """
+    if state.encoding == source_encoding:
+        return
+    narrower = state.encoding != "UTF8" or source_encoding == "SQL_ASCII"
+    why = (
+        f"it cannot hold every character a {source_encoding} database can"
+        if narrower
+        else "the checksums compare text as each server stores it, so only the source's encoding "
+        "can be proven identical"
+    )
+    raise GuardError(
+        f"the {state.role} database {state.url.masked()} has encoding {state.encoding}; the source's is "
+        f"{source_encoding}, and {why}. Create it anew with CREATE DATABASE <name> ENCODING "
+        f"'{source_encoding}' TEMPLATE template0 (and a locale for {source_encoding}), then re-run."
+    )
+
+
 def inspect_target(url: DatabaseUrl, role: str) -> TargetState:
     with connection(url, autocommit=True, application_name=f"dual-db preflight {role}") as conn:
         return TargetState(
@@ -80,6 +116,7 @@ def inspect_target(url: DatabaseUrl, role: str) -> TargetState:
             vector_installed=(installed_extension(conn, "vector") or (None,))[0],
             vector_available=extension_available(conn, "vector"),
             identity=database_identity(conn),
+            encoding=database_encoding(conn),
         )
 
 
@@ -141,10 +178,13 @@ def preflight(
     """Check the source and the given targets ('core', 'ai'). Reads only; raises GuardError."""
     with connection(source_url, read_only=True, application_name="dual-db preflight source") as conn:
         source_identity = database_identity(conn)
+        source_encoding = database_encoding(conn)
         # The backup reads every table and sequence; the copy reads the planned ones.
         check_source_privileges(conn, source_url)
     states = {role: inspect_target(url, role) for role, url in targets.items()}
     check_distinct(source_identity, list(states.values()))
+    for state in states.values():
+        check_encoding(source_encoding, state)
     for state in states.values():
         check_target(state, replace_existing=replace_existing)
         with connection(

@@ -143,6 +143,55 @@ def vector_indexes_valid(conn: psycopg.Connection) -> tuple[int, list[str]]:
     return len(rows), [str(r[0]) for r in rows if not r[1]]
 
 
+def vector_index_outcome(
+    indexes: int,
+    invalid: list[str],
+    *,
+    index_used: bool | None,
+    rag_queries: int,
+    recall: float | None,
+    recall_base: float | None,
+    baseline_index_used: bool | None,
+    recall_tolerance: float,
+) -> CheckOutcome:
+    """The vector indexes are valid and *used*: the RAG probe's queries went through one (`index_used`,
+    from the index scan counters), and its recall@10 is not below the baseline's.
+
+    An index that is valid but not used is a WARN failure: the application's RAG query is answered by
+    an exact scan, whose cost grows with the table (PostgreSQL's seq-scan cost leaves the TOASTed
+    vectors out, so the planner can choose it where reading them costs ten times the index's pages).
+    Invalid or missing indexes are ERROR. `index_used` None: no RAG probe ran (no table to probe)."""
+    problems = [f"invalid vector index: {name}" for name in invalid]
+    if indexes == 0:
+        problems.append("no vector index on the AI database")
+    elif index_used is False:
+        problems.append(
+            f"the RAG query did not use the vector index ({rag_queries} probe queries; the planner "
+            "chose an exact scan): tune random_page_cost on the AI server (sql/tuning/ai.sql) or check "
+            "the index's operator class against the query's distance operator"
+        )
+    if recall is not None and recall_base is not None and recall < recall_base - recall_tolerance:
+        how = "" if baseline_index_used in (None, True) else " (the old database answered by exact search)"
+        problems.append(f"recall@10 {recall:.3f} below the baseline's {recall_base:.3f}{how}")
+    used = {None: "no RAG probe", True: f"used by the RAG query ({rag_queries} probe queries)"}.get(
+        index_used, "not used by the RAG query"
+    )
+    summary = f"{plural(indexes, 'vector index', 'vector indexes')} valid, {used}; recall@10 {recall}"
+    meta: dict[str, JSONValue] = {
+        "vector_indexes": indexes,
+        "invalid": list(invalid),
+        "recall_at_10": recall,
+        "rag_index_used": index_used,
+    }
+    return CheckOutcome(
+        not problems,
+        problems[0] if problems else summary,
+        problems,
+        meta,
+        severity="ERROR" if invalid or indexes == 0 else "WARN",
+    )
+
+
 def compared_with_baseline(
     figure: str, now: float | None, baseline: float | None, *, at_most: float, label: str
 ) -> tuple[bool, str]:

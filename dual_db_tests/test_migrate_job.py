@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -283,6 +284,61 @@ def test_guard_failure_writes_nothing(environment: Databases) -> None:
             assert conn.execute(
                 "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
             ).fetchone() == (0,)
+
+
+def test_a_guard_failure_still_materializes_the_report_naming_it(environment: Databases) -> None:
+    """The README says the report always runs; a failed guard left it "not executed", with the
+    encoding refusal the only word (issue 18, defect 9). A LATIN1 core for this UTF8 source."""
+    from dual_db_tests.test_routing_and_guards import _recreate_with_encoding
+
+    dbs = environment
+    _recreate_with_encoding(dbs.core, "LATIN1")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _run("migrate", instance)
+        assert not result.success
+        reports = [
+            e
+            for e in result.all_events
+            if e.is_step_materialization and e.asset_key == dg.AssetKey("verification_report")
+        ]
+        assert reports, "verification_report was not executed"
+        meta = {k: v.value for k, v in reports[0].step_materialization_data.materialization.metadata.items()}
+    assert meta["passed"] is False
+    assert str(meta["summary"]).endswith("; 1 step failed (source__schema_dump)"), meta["summary"]
+    [row] = [r for r in meta["check_results"].records if r.data["check"] == "run: failed steps"]  # type: ignore[attr-defined]
+    assert row.data["result"] == "FAIL"
+    assert "source__schema_dump: the core database" in row.data["summary"]
+    assert "has encoding LATIN1" in row.data["summary"]
+    for url in (dbs.core, dbs.ai):
+        with connection(url) as conn:
+            assert conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            ).fetchone() == (0,)
+
+
+def test_unindexed_vector_columns_pass_and_a_failing_check_says_why_at_error(environment: Databases) -> None:
+    """An unindexed sparsevec and a halfvec(16)[] column failed ai_extension_rules and the run; and a
+    failing check's reason was only in a DEBUG line, which `make demo` hides (issue 18, defects 6, 9)."""
+    dbs = environment
+    with connection(dbs.source, autocommit=True) as conn:
+        conn.execute("ALTER TABLE ai_memories ADD COLUMN sv sparsevec(5), ADD COLUMN hv halfvec(16)[]")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _run("migrate", instance)
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        with connection(dbs.ai, autocommit=True) as conn:
+            conn.execute("DROP INDEX ix_ai_kb_documents_embedding_hnsw")
+        verify = _run("verify", instance)
+        assert not verify.success
+        errors = [
+            entry.user_message
+            for entry in instance.all_logs(verify.run_id)
+            if entry.level >= logging.ERROR and entry.dagster_event is None
+        ]
+    expected = (
+        "check ai_extension_rules on ai/vector_indexes did not pass: ai: 1 problem: ai_kb_documents: "
+        "index ix_ai_kb_documents_embedding_hnsw"
+    )
+    assert any(m.startswith(expected) and "missing on AI" in m for m in errors), errors
 
 
 def test_cli_job_execute_then_verify_then_one_table(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
+from dual_db.db.urls import DatabaseUrl
 from dual_db.defs.constants import table_asset_name
 from dual_db.preflight import GuardError, preflight
 from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan, RoutingPlanError, discover
@@ -136,6 +139,33 @@ def test_a_target_that_was_cut_over_is_refused_even_when_replacing(databases: Da
         mark_cut_over(conn)
     with pytest.raises(GuardError, match=r"was cut over at .*never writes to it again"):
         preflight(databases.source, {"core": databases.core}, replace_existing=True)
+
+
+def _recreate_with_encoding(url: DatabaseUrl, encoding: str) -> None:
+    """The same database, re-created empty with another encoding (locale C suits any encoding)."""
+    with connection(replace(url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(url.dbname)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} ENCODING {} LOCALE 'C' TEMPLATE template0").format(
+                sql.Identifier(url.dbname), sql.Literal(encoding)
+            )
+        )
+
+
+@pytest.mark.parametrize(("role", "encoding"), [("core", "LATIN1"), ("ai", "SQL_ASCII"), ("core", "EUC_JP")])
+def test_a_target_whose_encoding_differs_from_the_sources_is_refused(
+    databases: Databases, role: str, encoding: str
+) -> None:
+    """A LATIN1 core for a UTF8 source failed only in the copy, after the schema and other tables were
+    written (issue 18, defect 9). The encodings are compared before anything else."""
+    url = databases.core if role == "core" else databases.ai
+    _recreate_with_encoding(url, encoding)
+    with pytest.raises(GuardError) as info:
+        preflight(databases.source, {"core": databases.core, "ai": databases.ai})
+    message = str(info.value)
+    assert f"the {role} database {url.masked()} has encoding {encoding}; the source's is UTF8" in message
+    assert "ENCODING 'UTF8'" in message and "\n" not in message
+    assert (url.password or "?") not in message
 
 
 def test_same_database_twice_is_refused(databases: Databases) -> None:

@@ -3,6 +3,7 @@ under .dual_db/ and the dumps directory, nor the command lines of the processes 
 
 from __future__ import annotations
 
+import os
 import threading
 import traceback
 from dataclasses import replace
@@ -101,9 +102,8 @@ def test_a_cli_migration_and_a_malformed_url_leak_no_password(project: DagsterPr
     pg_dumps = [cmd for cmd in watcher.seen if "pg_dump" in cmd and project.source.dbname in cmd]
     assert pg_dumps, "no pg_dump seen: the watcher proves nothing"
     environments = [path.read_text() for path in env_log.iterdir()]
-    # The pg_dumps that connect (the backup, the schema sections) get their password in a passfile.
-    # `pg_dump --version` (pg_tool_version_string in dual_db/schema/dump.py) still runs with the run's
-    # whole environment, URLs included, until it passes env=client_tool_environment(): not checked here.
+    # The pg_dumps that connect (the backup, the schema sections) get their password in a passfile;
+    # `pg_dump --version` and `pg_config` get no URL (test_every_client_tool_dual_db_starts_gets_no_...).
     connecting = [environ for environ in environments if "PGPASSFILE=" in environ]
     assert len(connecting) >= 2
 
@@ -158,3 +158,67 @@ def test_embedded_servers_do_not_inherit_a_password_from_the_environment(
         assert "Inherited-Pw-7" not in environ and "Inherited-Pw-8" not in environ
     finally:
         server.stop()
+
+
+def _compute_log_manager_class() -> type:
+    """The compute log manager dagster.yaml configures (Dagster's LocalComputeLogManager if none)."""
+    import importlib
+
+    import yaml
+    from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
+
+    config = yaml.safe_load((Path(__file__).parent.parent / "dagster.yaml").read_text()) or {}
+    section = config.get("compute_logs")
+    if not section:
+        return LocalComputeLogManager
+    return getattr(importlib.import_module(section["module"]), section["class"])  # type: ignore[no-any-return]
+
+
+def test_compute_log_children_do_not_inherit_the_database_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster's log capture starts `tail -F` (and a watcher) per run with the run's environment: the
+    URLs there were readable in /proc/<pid>/environ for the whole run (issue 18, defect 9)."""
+    import psutil
+
+    secret = "Tail-Leak-Pw-9"
+    monkeypatch.setenv("SOURCE_DATABASE_URL", f"postgresql://u:{secret}@127.0.0.1:1/db")
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", f"postgresql+psycopg2://u:{secret}@127.0.0.1:1/i")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    manager = _compute_log_manager_class()(base_dir=str(tmp_path / "storage"))
+    with manager.capture_logs(["run", "compute_logs", "key"]):
+        children = psutil.Process().children(recursive=True)
+        environments = {
+            " ".join(child.cmdline()): Path(f"/proc/{child.pid}/environ")
+            .read_bytes()
+            .decode("utf-8", "replace")
+            for child in children
+        }
+    assert any(cmd.startswith("tail -F") for cmd in environments), environments.keys()
+    for cmd, environ in environments.items():
+        assert "PATH=" in environ
+        assert secret not in environ, f"a database URL is in the environment of {cmd!r}"
+    # the run itself still reads its URLs
+    assert secret in os.environ["SOURCE_DATABASE_URL"]
+
+
+def test_every_client_tool_dual_db_starts_gets_no_database_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg_dump --version and pg_config --configure (the backup's compression choice) ran with the run's
+    whole environment; they need no URL (issue 18, defect 9)."""
+    from dual_db.schema.dump import backup_compression
+
+    secret = "Tool-Leak-Pw-9"
+    monkeypatch.setenv("CORE_DATABASE_URL", f"postgresql://u:{secret}@127.0.0.1:1/db")
+    bin_dir, log_dir = tmp_path / "bin", tmp_path / "envs"
+    _recording_pg_dump(bin_dir, log_dir)
+    real = pg_bin_dir(18) / "pg_config"
+    wrapper = bin_dir / "pg_config"
+    wrapper.write_text(f'#!/bin/sh\nenv > "{log_dir}/pg_config.$$.env"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o700)
+    assert backup_compression(bin_dir)
+    environments = {path.name.split(".")[0]: path.read_text() for path in log_dir.iterdir()}
+    assert set(environments) == {"pg_dump", "pg_config"}
+    for tool, environ in environments.items():
+        assert "PATH=" in environ and secret not in environ, f"a database URL is in the environment of {tool}"

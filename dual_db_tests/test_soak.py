@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import dagster as dg
+from psycopg import sql
 
 from dual_db.db.connect import connection
 from dual_db.definitions import build_definitions
@@ -74,6 +75,12 @@ def test_soak_job_flags_a_write_to_the_old_database_and_growing_orphans(environm
         figures = event.asset_materialization.metadata
         assert isinstance(figures["rag_p50_ms"], dg.FloatMetadataValue)
         assert figures["orphan_rows"].value == 0
+        # vector_index claims the index is valid and used: on 500 rows the planner answers the RAG
+        # probe by an exact scan, and the check passed anyway on "valid; recall@10 1.0" (issue 18, #10).
+        assert figures["rag_index_used"].value == 0
+        vector_index = checks["vector_index"]
+        assert not vector_index.passed and vector_index.severity == dg.AssetCheckSeverity.WARN
+        assert "the RAG query did not use the vector index" in (vector_index.description or "")
 
         # Something still writes to the old database; the application writes a dangling reference.
         with connection(dbs.source, autocommit=True) as conn:
@@ -88,6 +95,17 @@ def test_soak_job_flags_a_write_to_the_old_database_and_growing_orphans(environm
         assert checks["no_writes_to_old_database"].severity == dg.AssetCheckSeverity.ERROR
         assert not checks["soft_reference_orphans"].passed
         assert "grew from 0 to 1" in (checks["soft_reference_orphans"].description or "")
+
+        # With the planner steered to the index, the probe goes through it and the check passes.
+        with connection(dbs.ai, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET enable_seqscan = off").format(sql.Identifier(dbs.ai.dbname))
+            )
+        steered = soak_job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+        vector_index = _checks(steered)["vector_index"]
+        assert vector_index.passed, vector_index.description
+        used = "1 vector index valid, used by the RAG query (3 probe queries)"
+        assert used in (vector_index.description or "")
 
 
 def _readiness(instance: dg.DagsterInstance, window_hours: float) -> dict[str, object]:

@@ -88,6 +88,9 @@ def test_the_shipped_files_set_the_plans_values() -> None:
         "work_mem": (Scope.SYSTEM, "256MB"),
         "effective_cache_size": (Scope.SYSTEM, "1GB"),
         "maintenance_work_mem": (Scope.SYSTEM, "256MB"),
+        # Not in the plan: without it the RAG query of the demo's knowledge base is a sequential scan
+        # (test_ai_tuning_puts_the_demo_knowledge_base_rag_query_on_its_hnsw_index).
+        "random_page_cost": (Scope.SYSTEM, "1.1"),
         # The plan's session-only `SET hnsw.ef_search` made a database setting.
         "hnsw.ef_search": (Scope.DATABASE, "100"),
     }
@@ -167,7 +170,7 @@ def test_ai_tuning_asset_sets_ef_search_for_every_new_session(
     (materialization,) = result.asset_materializations_for_node(ai_tuning.node_def.name)
     metadata = materialization.metadata
     assert metadata["summary"].value.endswith(
-        "5 settings on " + tuning_db.masked() + ": 4 applied, 1 pending restart"
+        "6 settings on " + tuning_db.masked() + ": 5 applied, 1 pending restart"
     )
     table = metadata["settings"].value
     assert "| hnsw.ef_search | database | 100 | 40 | 100 | database | applied |" in table
@@ -215,13 +218,19 @@ def test_a_database_owner_without_superuser_gets_not_permitted_and_the_rest_appl
         owner = replace(admin, user=role, password=password, dbname="tuned_by_owner")
         report = apply_tuning(owner, load_tuning_file("ai"))
         settings = report.by_name()
-        for name in ("shared_buffers", "work_mem", "effective_cache_size", "maintenance_work_mem"):
+        for name in (
+            "shared_buffers",
+            "work_mem",
+            "effective_cache_size",
+            "maintenance_work_mem",
+            "random_page_cost",
+        ):
             assert settings[name].status is Status.NOT_PERMITTED, settings[name]
             assert settings[name].detail == f'permission denied to set parameter "{name}"'
             assert settings[name].before.shown == settings[name].after.shown
         assert settings["hnsw.ef_search"].status is Status.APPLIED
         assert not report.reloaded  # nothing server-wide was changed: no reload needed (nor permitted)
-        assert report.summary().endswith("1 applied, 4 not permitted")
+        assert report.summary().endswith("1 applied, 5 not permitted")
         with connection(owner) as conn:
             assert conn.execute("SHOW hnsw.ef_search").fetchone() == ("100",)
     finally:
@@ -294,3 +303,70 @@ def test_core_tuning_asset_fails_in_one_line_when_the_server_rejects_a_value(
     )
     with connection(tuning_db) as conn:
         assert conn.execute("SHOW work_mem").fetchone() == ("12MB",)
+
+
+def _demo_knowledge_base(url: DatabaseUrl) -> str:
+    """The demo's `ai_kb_documents` at scale 1 (its own generator and DDL: 3000 documents, 1536-dim
+    embeddings TOASTed out of line, 3% without one) with its HNSW index; returns a query embedding."""
+    from pgvector.psycopg import register_vector
+
+    from dual_db.db.sql_files import sql_file
+    from dual_db.demo.source import _KB_COLUMNS, _DemoData
+
+    schema = sql_file("demo_source", "schema.sql").read_text()
+    start = schema.index("CREATE TABLE ai_kb_documents")
+    with connection(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        conn.execute(schema[start : schema.index(");", start) + 2])  # type: ignore[arg-type]
+        columns = sql.SQL(", ").join(map(sql.Identifier, _KB_COLUMNS))
+        with conn.cursor().copy(sql.SQL("COPY ai_kb_documents ({}) FROM STDIN").format(columns)) as copy:
+            for row in _DemoData(seed=42, scale=1.0).ai_kb_documents():
+                copy.write_row(row)
+        conn.execute(
+            "CREATE INDEX ix_ai_kb_documents_embedding_hnsw ON ai_kb_documents "
+            "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+        )
+        conn.execute("VACUUM ANALYZE ai_kb_documents")
+        row = conn.execute(
+            "SELECT embedding::text FROM ai_kb_documents WHERE embedding IS NOT NULL "
+            "ORDER BY id OFFSET 17 LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _rag_plan(url: DatabaseUrl, embedding: str) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the workload's RAG query in a new session at pgvector's default
+    ef_search (what a session gets that sets its own, or before the tuning)."""
+    from dual_db.db.sql_files import sql_file
+
+    query = sql_file("workload", "rag.sql").read_text()
+    with connection(url) as conn:
+        conn.execute("SET hnsw.ef_search = 40")
+        conn.execute(sql.SQL("PREPARE rag(vector) AS {}").format(sql.SQL(query)))  # type: ignore[arg-type]
+        explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) EXECUTE rag({})").format(sql.Literal(embedding))
+        rows = conn.execute(explain).fetchall()
+    return "\n".join(str(r[0]) for r in rows)
+
+
+def _shared_buffers(plan: str) -> int:
+    line = next(line for line in plan.splitlines() if "Buffers: shared" in line)
+    return sum(int(part.split("=")[1]) for part in line.split(":")[1].split() if "=" in part)
+
+
+@pytest.mark.slow
+def test_ai_tuning_puts_the_demo_knowledge_base_rag_query_on_its_hnsw_index(tuning_db: DatabaseUrl) -> None:
+    """PostgreSQL's seq-scan cost counts the heap's pages, not the TOASTed embeddings the distance reads:
+    at random_page_cost 4 the planner answers the RAG query over the demo's 3000 documents by a
+    sequential scan reading ~21,000 buffers (the soak's rag_index_used = 0, issue 18 #10). ai.sql's
+    random_page_cost = 1.1 (the core's value; the AI database is on the same SSDs) puts it on the index."""
+    embedding = _demo_knowledge_base(tuning_db)
+    before = _rag_plan(tuning_db, embedding)
+    assert "Seq Scan on ai_kb_documents" in before, before
+    tuned = apply_tuning(tuning_db, load_tuning_file("ai")).by_name()
+    assert tuned["random_page_cost"].status is Status.APPLIED, tuned["random_page_cost"]
+    after = _rag_plan(tuning_db, embedding)
+    assert "Index Scan using ix_ai_kb_documents_embedding_hnsw" in after, after
+    print(f"RAG query before the AI tuning:\n{before}\nafter:\n{after}")
+    assert _shared_buffers(after) * 10 < _shared_buffers(before)

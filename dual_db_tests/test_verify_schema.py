@@ -259,9 +259,9 @@ def ai_pair(dbs: LazyDatabases) -> LazyDatabases:
     return dbs
 
 
-def _ai_rules(dbs: LazyDatabases, **kwargs: bool) -> CheckOutcome:
+def _ai_rules(dbs: LazyDatabases) -> CheckOutcome:
     with source_session(dbs.source) as src, session(dbs.ai) as ai:
-        outcome = ai_extension_rules(src, ai, AI_TABLES, **kwargs)
+        outcome = ai_extension_rules(src, ai, AI_TABLES)
     json.dumps(outcome.to_dict())
     return outcome
 
@@ -340,16 +340,30 @@ def test_ai_extension_rules_default_options_are_the_same_index(ai_pair: LazyData
     assert _ai_rules(ai_pair).passed
 
 
-def test_ai_extension_rules_require_an_index_for_a_vector_column_the_source_left_unindexed(
-    ai_pair: LazyDatabases,
-) -> None:
-    run_all([ai_pair.source, ai_pair.ai], "ALTER TABLE ai_memories ADD COLUMN embedding vector(3)")
+def test_ai_extension_rules_pass_vector_columns_the_source_left_unindexed(ai_pair: LazyDatabases) -> None:
+    """The rule is "every vector index the source has exists and is valid on AI": an unindexed
+    `sparsevec` column, or a `halfvec(16)[]` column (which no hnsw/ivfflat index can carry), is a
+    correct copy when the source has no index on it either (issue 18, defect 6)."""
+    run_all(
+        [ai_pair.source, ai_pair.ai],
+        "ALTER TABLE ai_memories ADD COLUMN sv sparsevec(5), ADD COLUMN hv halfvec(16)[], "
+        "ADD COLUMN embedding vector(3)",
+    )
     outcome = _ai_rules(ai_pair)
-    assert not outcome.passed
-    assert "ai_memories: vector column embedding has no valid hnsw/ivfflat index on AI" in outcome.failures
-    assert _ai_rules(ai_pair, require_index=False).passed
+    assert outcome.passed, outcome.failures
+    assert outcome.metadata["unindexed_vector_columns"] == [
+        "ai_memories.embedding",
+        "ai_memories.hv",
+        "ai_memories.sv",
+    ]
+    # an index AI has beyond the source's is no failure either
     run(ai_pair.ai, "CREATE INDEX ON ai_memories USING hnsw (embedding vector_ip_ops)")
     assert _ai_rules(ai_pair).passed
+    # but an index the source has on such a column must be on AI, and valid
+    run(ai_pair.source, "CREATE INDEX ix_mem_sv ON ai_memories USING hnsw (sv sparsevec_l2_ops)")
+    outcome = _ai_rules(ai_pair)
+    assert not outcome.passed
+    assert outcome.failures[0].startswith("ai_memories: index ix_mem_sv (USING hnsw (sv sparsevec_l2_ops)")
 
 
 def test_schema_parity_between_a_postgresql_16_source_and_an_18_target(

@@ -12,10 +12,33 @@ from dual_db.verify.outcome import CheckOutcome
 DESCRIBED_FAILURES = 10
 
 
+def _log_failure(outcome: CheckOutcome, asset_key: dg.AssetKey | None, check_name: str | None) -> None:
+    """A failing check's reason at ERROR (WARNING for a WARN check). Dagster logs the evaluation itself
+    at DEBUG only, which `make demo` and most log filters hide, leaving "1 blocking asset check failed"."""
+    try:
+        context = dg.OpExecutionContext.get()
+    except dg.DagsterInvariantViolationError:
+        context = None
+    if context is not None and (asset_key is None or check_name is None):
+        keys = list(context.selected_asset_check_keys)
+        if len(keys) == 1:
+            asset_key, check_name = asset_key or keys[0].asset_key, check_name or keys[0].name
+    where = f"check {check_name or '?'}" + (f" on {asset_key.to_user_string()}" if asset_key else "")
+    more = len(outcome.failures) - 1
+    text = f"{where} did not pass: {outcome.summary}" + (
+        f" ({more} more in the check's metadata)" if more > 0 else ""
+    )
+    log = context.log if context is not None else dg.get_dagster_logger()
+    (log.error if outcome.severity == "ERROR" else log.warning)(text)
+
+
 def to_check_result(
     outcome: CheckOutcome, *, asset_key: dg.AssetKey | None = None, check_name: str | None = None
 ) -> dg.AssetCheckResult:
-    """`asset_key` and `check_name` are needed where one step yields several checks (the table assets)."""
+    """`asset_key` and `check_name` are needed where one step yields several checks (the table assets).
+    A failing outcome is logged with its reason (`_log_failure`)."""
+    if not outcome.passed:
+        _log_failure(outcome, asset_key, check_name)
     severity = dg.AssetCheckSeverity.ERROR if outcome.severity == "ERROR" else dg.AssetCheckSeverity.WARN
     lines = [
         outcome.summary,

@@ -129,7 +129,9 @@ def backup_compression(bin_dir: Path) -> str:
     pg_config = Path(bin_dir) / "pg_config"
     configure = ""
     if pg_config.is_file():
-        result = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True)
+        result = subprocess.run(
+            [str(pg_config), "--configure"], env=client_tool_environment(), capture_output=True, text=True
+        )
         configure = result.stdout if result.returncode == 0 else ""
     return choose_backup_compression(configure, pg_tool_version(bin_dir))
 

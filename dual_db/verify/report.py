@@ -103,6 +103,8 @@ class VerificationReport:
     # out of the targets, or a sequence copied into both. "KIND name" each; `accepted_details` says why.
     accepted: list[str] = field(default_factory=list)
     accepted_details: list[str] = field(default_factory=list)
+    # Steps of the report's run that failed (a guard, the schema, a table): the run verified less.
+    failed_steps: list[str] = field(default_factory=list)
 
     def add_table(
         self,
@@ -234,6 +236,8 @@ class VerificationReport:
                 f"; accepted in the plan across the split: {plural(len(self.accepted), 'object')} "
                 f"left out or copied into both ({named})"
             )
+        if self.failed_steps:
+            line += f"; {plural(len(self.failed_steps), 'step')} failed ({', '.join(self.failed_steps)})"
         return line
 
     # ---- renderings --------------------------------------------------------------------------------
@@ -303,6 +307,7 @@ class VerificationReport:
                 {"object": name, "detail": detail}
                 for name, detail in zip(self.accepted, self.accepted_details, strict=True)
             ],
+            "failed_steps": list(self.failed_steps),
             "tables": [t.to_dict() for t in self.ordered_tables()],
             "checks": {name: o.to_dict() for name, o in self.ordered_outcomes()},
         }

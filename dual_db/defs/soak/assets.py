@@ -172,27 +172,16 @@ def build_soak(
                 severity="WARN",
             )
             recall_base = baseline.get("rag_recall_at_10")
-            recall = measured.rag_recall_at_10
-            problems = [f"invalid vector index: {name}" for name in invalid]
-            if indexes == 0:
-                problems.append("no vector index on the AI database")
-            if (
-                recall is not None
-                and recall_base is not None
-                and recall < float(recall_base) - soak.recall_tolerance
-            ):
-                how = (
-                    ""
-                    if baseline.get("rag_index_used", 1)
-                    else " (the old database answered by exact search)"
-                )
-                problems.append(f"recall@10 {recall:.3f} below the baseline's {float(recall_base):.3f}{how}")
-            outcomes[VECTOR_INDEX] = CheckOutcome(
-                not problems,
-                problems[0] if problems else f"{indexes} vector index(es) valid; recall@10 {recall}",
-                problems,
-                {"vector_indexes": indexes, "invalid": invalid, "recall_at_10": recall},
-                severity="ERROR" if invalid or indexes == 0 else "WARN",
+            baseline_used = baseline.get("rag_index_used")
+            outcomes[VECTOR_INDEX] = probes.vector_index_outcome(
+                indexes,
+                invalid,
+                index_used=measured.rag_index_used,
+                rag_queries=measured.rag_queries,
+                recall=measured.rag_recall_at_10,
+                recall_base=None if recall_base is None else float(recall_base),
+                baseline_index_used=None if baseline_used is None else bool(baseline_used),
+                recall_tolerance=soak.recall_tolerance,
             )
 
             figures.update(measured.figures())

@@ -42,8 +42,11 @@ from dual_db.defs.targets.schema import ACCEPTED_METADATA
 from dual_db.defs.verification.checks import to_check_result
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify.drift import source_drift_now
-from dual_db.verify.outcome import CheckOutcome
+from dual_db.verify.outcome import CheckOutcome, plural
 from dual_db.verify.report import VerificationReport
+
+# The report's own outcome naming the steps of its run that failed.
+FAILED_STEPS = "run: failed steps"
 
 DATABASE_CHECKS = {
     "core": (CORE_EXTENSION_RULES, SCHEMA_PARITY, FOREIGN_KEYS_VALID, SEQUENCES_ALIGNED),
@@ -63,6 +66,34 @@ def latest_evaluations(
         data = event.dagster_event.event_specific_data if event and event.dagster_event else None
         result[key] = data if hasattr(data, "passed") else None
     return result
+
+
+def failed_steps(instance: dg.DagsterInstance, run_id: str) -> CheckOutcome | None:
+    """The steps of this run that failed, each with the first line of what it told the user; None if
+    none did. A guard or schema step that failed leaves every check unrun: the report says why."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    reasons: list[str] = []
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        data = event.step_failure_data
+        if data.error is not None and data.error.cls_name == "DagsterAssetCheckFailedError":
+            continue  # a blocking check that failed in its asset's step: the report names the check
+        user = data.user_failure_data
+        text = user.description if user is not None and user.description else None
+        if not text and data.error is not None:
+            text = data.error.message
+        reasons.append(f"{event.step_key}: {(text or 'failed').strip().splitlines()[0]}")
+    if not reasons:
+        return None
+    steps = [reason.partition(":")[0] for reason in reasons]
+    return CheckOutcome(
+        False,
+        f"{plural(len(reasons), 'step')} failed ({', '.join(steps)}): {reasons[0]}",
+        reasons,
+        {"failed_steps": steps},
+    )
 
 
 def _outcome(evaluation: Any, name: str) -> CheckOutcome:
@@ -174,11 +205,13 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=VERIFICATION_REPORT,
-        deps=list(POST_DATA_ASSETS.values()),
         # The report reads the checks' results from the event log, so it runs after every other step
-        # of its run, the failed ones too (steps of a run run at once: defs/executor.py). A dependency
-        # on the tables would skip it when a table's blocking check fails, which is when it matters.
-        op_tags={RUNS_LAST_TAG: "true"},
+        # of its run, the failed ones too (steps of a run run at once: defs/executor.py). No `deps`:
+        # Dagster does not execute a step whose upstream failed or was skipped, and a dependency on
+        # the post-data assets (or the tables) left the report "not executed" when a guard, the schema
+        # or a blocking check failed, which is when it matters. The lowest step priority orders it after
+        # every ready step where RUNS_LAST_TAG is not read (`execute_in_process` runs its own executor).
+        op_tags={RUNS_LAST_TAG: "true", "dagster/priority": "-1000"},
         group_name="verification",
         kinds={"postgres"},
         description="The summary line first, then the failing tables and checks by name, then every "
@@ -234,6 +267,10 @@ def build_verification_report(plan: RoutingPlan) -> dg.AssetsDefinition:
             horizons={r.table: r.snapshot.horizon if r.snapshot else None for r in copied},
         )
         report.add_outcome(f"source: {SOURCE_DRIFT}", drift)
+        failed = failed_steps(context.instance, context.run.run_id)
+        if failed is not None:
+            report.add_outcome(FAILED_STEPS, failed)
+            report.failed_steps = [str(step) for step in failed.metadata["failed_steps"]]  # type: ignore[union-attr]
         report.set_source_moved(moved)
         report.set_accepted(_accepted_across_split(context.instance))
         drift_result = to_check_result(drift)

@@ -168,8 +168,8 @@ def build_database_checks(target: str, plan: RoutingPlan) -> list[dg.AssetChecks
         @_blocking_check(
             asset,
             AI_EXTENSION_RULES,
-            description="vector is installed; every vector column has its index, with the source's access "
-            "method, operator class and parameters, and the index is valid.",
+            description="vector is installed; every hnsw/ivfflat index the source has exists on AI, with "
+            "the source's access method, operator class and parameters, and is valid.",
         )
         def ai_extension_rules(
             context: dg.AssetCheckExecutionContext, source: SourceDatabase, ai: AiDatabase
