@@ -107,6 +107,7 @@ class GuardedConcurrencyContext(InstanceConcurrencyContext):
             )
         if concurrency_key in self._slot_claimed_by:
             # The run holds a slot in this pool already: the pool keeps other runs out, not our steps.
+            self._withdraw_pending_claim(step_key)
             self._steps_on_slot[concurrency_key].add(step_key)
             return True
         if super().claim(concurrency_key, step_key, step_priority):
@@ -120,6 +121,21 @@ class GuardedConcurrencyContext(InstanceConcurrencyContext):
             self._next_holder_check[concurrency_key] = now + HOLDER_RECHECK_SECONDS
             self._check_holders(concurrency_key, step_key)
         return False
+
+    def _withdraw_pending_claim(self, step_key: str) -> None:
+        """Forget the claim `step_key` queued before its run got the slot it now runs on.
+
+        Left behind, the claim kept the run's ActiveExecution from ever completing (it counts pending
+        claims), its past retry time made the run's loop never sleep (at most of a core, logging "Step
+        still blocked by limit for pool"), and its row in the pool's queue, once assigned the freed
+        slot, kept every other run out of the pool until this run ended, which it never did.
+        """
+        if step_key not in self._pending_claims:
+            return
+        self._instance.event_log_storage.free_concurrency_slot_for_step(self._run_id, step_key)
+        self._pending_claims.discard(step_key)
+        self._pending_timeouts.pop(step_key, None)
+        self._pending_claim_counts.pop(step_key, None)
 
     def _check_holders(self, pool: str, step_key: str) -> None:
         holders = self._guard.holders(pool)
@@ -144,9 +160,11 @@ class GuardedConcurrencyContext(InstanceConcurrencyContext):
 
     def interval_to_next_pending_claim_check(self) -> float:
         # Dagster returns min(0, ...) here, which is never positive: the run never slept while blocked.
-        if not self._pending_timeouts:
+        # Only the claims still pending count: a past retry time left by any other step never sleeps.
+        ready_at = [self._pending_timeouts[k] for k in self._pending_claims if k in self._pending_timeouts]
+        if not ready_at:
             return 0.0
-        wait = min(self._pending_timeouts.values()) - time.time()
+        wait = min(ready_at) - time.time()
         return max(0.0, min(wait, MAX_BLOCKED_SLEEP_SECONDS))
 
 
