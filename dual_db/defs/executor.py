@@ -10,8 +10,10 @@ done, what may start) stays on the run's main thread.
 
 What this adds, for Dagster 1.13:
 
+- Before any step: the run lock of each target database the run uses (target_lock.py). A second run on
+  the same targets, a one-table redo during a migrate say, is refused in one line naming the holder.
 - Steps of one run share the run's pool slot: a step whose run already holds a slot in its pool runs
-  beside the holder instead of waiting for it (a one-table redo still waits for a running migrate).
+  beside the holder instead of waiting for it, and withdraws the claim it queued while it waited.
 
 - At the start of a run: a run made outside the webserver (`dagster job execute`) is given the origin of
   the code location `dual_db`, so the UI lists it under its job and re-executes it there (run_origin.py).
@@ -73,6 +75,7 @@ from dagster_shared.utils.timing import format_duration
 
 from dual_db.defs.run_guard import RunGuard, SlotHolder
 from dual_db.defs.run_origin import adopt_code_location
+from dual_db.defs.target_lock import hold_target_locks
 
 # How often a blocked step re-checks who holds its pool (a database query each time).
 HOLDER_RECHECK_SECONDS = 5.0
@@ -199,7 +202,18 @@ def _concurrent_execution_iterator(
     execution_plan: ExecutionPlan,
     max_concurrent: int,
 ) -> Iterator[DagsterEvent]:
-    """Dagster's `inner_plan_execution_iterator`, with up to `max_concurrent` steps running at once."""
+    """Dagster's `inner_plan_execution_iterator`, with up to `max_concurrent` steps running at once,
+    holding the run lock of each target database the run uses (defs/target_lock.py) throughout."""
+    # Before any step and any pool claim: a run refused here has started and queued nothing.
+    with hold_target_locks(job_context, execution_plan.get_steps_to_execute_in_topo_order()):
+        yield from _run_steps(job_context, execution_plan, max_concurrent)
+
+
+def _run_steps(
+    job_context: PlanExecutionContext,
+    execution_plan: ExecutionPlan,
+    max_concurrent: int,
+) -> Iterator[DagsterEvent]:
     guard = RunGuard(job_context.instance, job_context.run_id, job_context.log.warning)
     compute_log_manager = job_context.instance.compute_log_manager
     step_keys = [step.key for step in execution_plan.get_steps_to_execute_in_topo_order()]
