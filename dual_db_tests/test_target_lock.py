@@ -24,7 +24,7 @@ from dual_db.defs.constants import SOURCE_POOL
 from dual_db.defs.run_guard import ProcessIdentity, process_identity_tags
 from dual_db_tests.conftest import DatabaseFactory, Databases
 from dual_db_tests.test_crash_recovery import DAGSTER, PROJECT, Cli, Running
-from dual_db_tests.test_migrate_job import AI, CORE, SOURCE_SQL
+from dual_db_tests.test_migrate_job import AI, CORE, SOURCE_SQL, _run, environment  # noqa: F401
 
 TABLES = len(CORE) + len(AI)
 USER_TABLES = "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
@@ -269,3 +269,25 @@ def test_kill_9_of_the_run_holding_the_lock_releases_it(
         assert (
             _report_summary(instance, latest.run_id) == f"{TABLES}/{TABLES} tables identical, 0 rows missing"
         )
+
+
+def test_the_report_judges_the_checks_of_its_own_run_not_of_a_run_created_after(
+    environment: Databases,  # noqa: F811
+) -> None:
+    """A run created while another runs plans the same checks, even when refused before any step: its
+    unevaluated plans are the latest records, and the first run's report read them as "never ran"
+    (two migrates at once: `0/9 tables identical` on a good copy)."""
+    from dual_db.definitions import build_definitions
+    from dual_db.defs.verification.assets import latest_evaluations
+    from dual_db.routing import RoutingPlan
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        done = _run("migrate", instance)
+        assert done.success
+        keys = [e.asset_check_key for e in done.get_asset_check_evaluations()]
+        later = instance.create_run_for_job(build_definitions(RoutingPlan.load()).resolve_job_def("migrate"))
+        assert later.run_id != done.run_id
+        # The latest record of every check is now the later run's plan, with no evaluation.
+        assert all(v is None for v in latest_evaluations(instance, keys).values())
+        own = latest_evaluations(instance, keys, done.run_id)
+        assert all(v is not None and v.passed for v in own.values()), own
