@@ -291,3 +291,37 @@ def test_the_report_judges_the_checks_of_its_own_run_not_of_a_run_created_after(
         assert all(v is None for v in latest_evaluations(instance, keys).values())
         own = latest_evaluations(instance, keys, done.run_id)
         assert all(v is not None and v.passed for v in own.values()), own
+
+
+def test_what_each_kind_of_run_locks() -> None:
+    """Writers lock what they write exclusively, readers share; a one-table redo locks its target only."""
+    from dagster._core.execution.api import create_execution_plan
+
+    from dual_db.definitions import build_definitions
+    from dual_db.defs.target_lock import lock_modes
+    from dual_db.routing import DEFAULT_PLAN_FILE, RoutingPlan
+
+    defs = build_definitions(RoutingPlan.load(DEFAULT_PLAN_FILE))
+
+    def modes(job: dg.JobDefinition) -> dict[str, str]:
+        steps = create_execution_plan(job).get_steps_to_execute_in_topo_order()
+        return {target: mode.value for target, mode in lock_modes(job, steps).items()}
+
+    both = {"core": "exclusive", "ai": "exclusive"}
+    shared = {"core": "shared", "ai": "shared"}
+    jobs = {"migrate": both, "verify": shared, "soak": shared, "rollback": {}}
+    assert {name: modes(defs.resolve_job_def(name)) for name in jobs} == jobs
+    assets = defs.resolve_implicit_global_asset_job_def()
+    selections = {
+        "core/positions": {"core": "exclusive"},
+        "cutover": both,
+        "core/tuning": {"core": "exclusive"},
+        # Its checks follow soft references across the split: AI written, core read.
+        "ai/vector_indexes": {"core": "shared", "ai": "exclusive"},
+        "baseline/metrics": {},
+        "source/full_backup": {},
+    }
+    assert {
+        key: modes(assets.get_subset(asset_selection={dg.AssetKey.from_user_string(key)}))
+        for key in selections
+    } == selections
