@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -222,3 +223,55 @@ def test_every_job_runs_on_the_guarded_executor() -> None:
     defs = build_definitions(RoutingPlan.load(DEFAULT_PLAN_FILE))
     jobs = [*defs.resolve_all_job_defs(), defs.resolve_implicit_global_asset_job_def()]
     assert {job.executor_def.name for job in jobs} == {guarded_in_process_executor.name}
+
+
+class _RunContext:
+    """What GuardedConcurrencyContext reads of a run's execution context: the instance, run and log."""
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str, log: list[str]) -> None:
+        self.instance = instance
+        self.dagster_run = instance.get_run_by_id(run_id)
+        self.log = self
+
+        def record(message: str) -> None:
+            log.append(message)
+
+        self.info = self.warning = record
+
+
+def test_a_step_that_joins_its_runs_slot_leaves_no_pending_claim_behind(instance: dg.DagsterInstance) -> None:
+    """Two runs whose two source-pool steps each became ready while the other run held the slot.
+
+    The second step of a run that got the slot runs on it; its earlier, refused claim used to stay in
+    the pool's queue and in the run's pending claims. Dagster then counted the run as never complete
+    (the run looped on "Step still blocked by limit for pool" without sleeping, at most of a core),
+    and the stale claim, once assigned the freed slot, kept every other run out of the pool.
+    """
+    from dual_db.defs.executor import GuardedConcurrencyContext
+
+    tags = process_identity_tags(os.getpid())
+    first = _started_run(instance, tags, holds_slot=False)
+    second = _started_run(instance, tags, holds_slot=False)
+    log: list[str] = []
+
+    def context(run_id: str) -> GuardedConcurrencyContext:
+        job_context = _RunContext(instance, run_id, log)
+        guard = RunGuard(instance, run_id, log.append)
+        return GuardedConcurrencyContext(job_context, guard)  # type: ignore[arg-type]
+
+    with context(first) as a, context(second) as b:
+        assert a.claim(SOURCE_POOL, "source__schema_dump")
+        assert not b.claim(SOURCE_POOL, "core_tables")
+        assert not b.claim(SOURCE_POOL, "ai_tables")
+        a.free_step("source__schema_dump")
+        time.sleep(1.2)  # past Dagster's first re-claim interval (1 s)
+        assert b.claim(SOURCE_POOL, "core_tables")
+        assert b.claim(SOURCE_POOL, "ai_tables")  # beside core_tables, on the run's slot
+        assert not b.has_pending_claims(), b.pending_claim_steps()
+        assert b.interval_to_next_pending_claim_check() == 0.0
+        queued = instance.event_log_storage.get_concurrency_info(SOURCE_POOL).pending_steps
+        assert [(p.run_id, p.step_key) for p in queued] == [(second, "core_tables")]
+        b.free_step("core_tables")
+        b.free_step("ai_tables")
+        # The slot is free again, for the first run's next step.
+        assert a.claim(SOURCE_POOL, "core__post_data")

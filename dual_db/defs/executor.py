@@ -10,8 +10,10 @@ done, what may start) stays on the run's main thread.
 
 What this adds, for Dagster 1.13:
 
+- Before any step: the run lock of each target database the run uses (target_lock.py). A second run on
+  the same targets, a one-table redo during a migrate say, is refused in one line naming the holder.
 - Steps of one run share the run's pool slot: a step whose run already holds a slot in its pool runs
-  beside the holder instead of waiting for it (a one-table redo still waits for a running migrate).
+  beside the holder instead of waiting for it, and withdraws the claim it queued while it waited.
 
 - At the start of a run: a run made outside the webserver (`dagster job execute`) is given the origin of
   the code location `dual_db`, so the UI lists it under its job and re-executes it there (run_origin.py).
@@ -74,6 +76,7 @@ from dagster_shared.utils.timing import format_duration
 from dual_db.db.cancel import cancel_run
 from dual_db.defs.run_guard import RunGuard, SlotHolder
 from dual_db.defs.run_origin import adopt_code_location
+from dual_db.defs.target_lock import hold_target_locks
 
 # How often a blocked step re-checks who holds its pool (a database query each time).
 HOLDER_RECHECK_SECONDS = 5.0
@@ -109,6 +112,7 @@ class GuardedConcurrencyContext(InstanceConcurrencyContext):
             )
         if concurrency_key in self._slot_claimed_by:
             # The run holds a slot in this pool already: the pool keeps other runs out, not our steps.
+            self._withdraw_pending_claim(step_key)
             self._steps_on_slot[concurrency_key].add(step_key)
             return True
         if super().claim(concurrency_key, step_key, step_priority):
@@ -122,6 +126,21 @@ class GuardedConcurrencyContext(InstanceConcurrencyContext):
             self._next_holder_check[concurrency_key] = now + HOLDER_RECHECK_SECONDS
             self._check_holders(concurrency_key, step_key)
         return False
+
+    def _withdraw_pending_claim(self, step_key: str) -> None:
+        """Forget the claim `step_key` queued before its run got the slot it now runs on.
+
+        Left behind, the claim kept the run's ActiveExecution from ever completing (it counts pending
+        claims), its past retry time made the run's loop never sleep (at most of a core, logging "Step
+        still blocked by limit for pool"), and its row in the pool's queue, once assigned the freed
+        slot, kept every other run out of the pool until this run ended, which it never did.
+        """
+        if step_key not in self._pending_claims:
+            return
+        self._instance.event_log_storage.free_concurrency_slot_for_step(self._run_id, step_key)
+        self._pending_claims.discard(step_key)
+        self._pending_timeouts.pop(step_key, None)
+        self._pending_claim_counts.pop(step_key, None)
 
     def _check_holders(self, pool: str, step_key: str) -> None:
         holders = self._guard.holders(pool)
@@ -146,9 +165,11 @@ class GuardedConcurrencyContext(InstanceConcurrencyContext):
 
     def interval_to_next_pending_claim_check(self) -> float:
         # Dagster returns min(0, ...) here, which is never positive: the run never slept while blocked.
-        if not self._pending_timeouts:
+        # Only the claims still pending count: a past retry time left by any other step never sleeps.
+        ready_at = [self._pending_timeouts[k] for k in self._pending_claims if k in self._pending_timeouts]
+        if not ready_at:
             return 0.0
-        wait = min(self._pending_timeouts.values()) - time.time()
+        wait = min(ready_at) - time.time()
         return max(0.0, min(wait, MAX_BLOCKED_SLEEP_SECONDS))
 
 
@@ -183,7 +204,18 @@ def _concurrent_execution_iterator(
     execution_plan: ExecutionPlan,
     max_concurrent: int,
 ) -> Iterator[DagsterEvent]:
-    """Dagster's `inner_plan_execution_iterator`, with up to `max_concurrent` steps running at once."""
+    """Dagster's `inner_plan_execution_iterator`, with up to `max_concurrent` steps running at once,
+    holding the run lock of each target database the run uses (defs/target_lock.py) throughout."""
+    # Before any step and any pool claim: a run refused here has started and queued nothing.
+    with hold_target_locks(job_context, execution_plan.get_steps_to_execute_in_topo_order()):
+        yield from _run_steps(job_context, execution_plan, max_concurrent)
+
+
+def _run_steps(
+    job_context: PlanExecutionContext,
+    execution_plan: ExecutionPlan,
+    max_concurrent: int,
+) -> Iterator[DagsterEvent]:
     guard = RunGuard(job_context.instance, job_context.run_id, job_context.log.warning)
     compute_log_manager = job_context.instance.compute_log_manager
     step_keys = [step.key for step in execution_plan.get_steps_to_execute_in_topo_order()]
