@@ -238,7 +238,7 @@ def build_post_data_asset(target: str, plan: RoutingPlan) -> dg.AssetsDefinition
                 statistics=statistics,
                 log=context.log.info,
                 # An interrupted run cancels the build on the server (the executor's main thread).
-                cancellation=run_cancellation(context.run_id),
+                cancellation=run_cancellation(context.run.run_id),
             )
             # One rolled-back write per table, triggers and foreign keys on: what the static reading of
             # the split missed fails here, named, rather than at the application's first write.

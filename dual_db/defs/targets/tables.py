@@ -313,7 +313,7 @@ def build_table_assets(
                     progress_every=PROGRESS_SECONDS,
                     max_index_memory=settings.max_index_memory,
                     # An interrupted run cancels the load on the servers (the executor's main thread).
-                    cancellation=run_cancellation(context.run_id),
+                    cancellation=run_cancellation(context.run.run_id),
                 ):
                     if isinstance(item, CopyRun):
                         run = item
