@@ -1,0 +1,149 @@
+"""The logical-replication catch-up engine (dual_db.replication) on the embedded servers.
+
+The session's source server runs with wal_level=logical (dual_db.embedded.ROLE_SETTINGS); the core
+server keeps the default wal_level=replica, which the source guard must refuse.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from psycopg import sql
+
+from dual_db.db.connect import connection
+from dual_db.db.names import TableName
+from dual_db.db.urls import DatabaseUrl
+from dual_db.embedded import EmbeddedCluster
+from dual_db.replication import guards
+from dual_db.replication.names import ReplicationNameError, ReplicationNames, is_dual_db_name, run_token
+
+from .conftest import Databases
+
+
+def _run(url: DatabaseUrl, statements: str | sql.Composable) -> None:
+    with connection(url, autocommit=True) as conn:
+        conn.execute(statements)
+
+
+@pytest.fixture
+def login_role(servers: EmbeddedCluster) -> Iterator[tuple[str, str]]:
+    """A fresh login role (name, password) on every server, dropped afterwards."""
+    name, password = f"dd_role_{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+    for role in ("source", "core", "ai"):
+        with connection(servers[role].url(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(name), sql.Literal(password)
+                )
+            )
+    yield name, password
+    for role in ("source", "core", "ai"):
+        with connection(servers[role].url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+# ---- names --------------------------------------------------------------------------------------
+
+
+def test_names_carry_the_prefix_and_the_run_and_only_they_are_dual_dbs() -> None:
+    names = ReplicationNames(run_token("6F1C2A3B-44d5-4e6f-8a9b-0c1d2e3f4a5b"), "core")
+    assert names.publication == "dual_db_6f1c2a3b44d5_core_pub"
+    assert names.slot == "dual_db_6f1c2a3b44d5_core_slot"
+    assert names.subscription == "dual_db_6f1c2a3b44d5_core_sub"
+    for name in (names.publication, names.slot, names.subscription):
+        assert is_dual_db_name(name)
+    assert is_dual_db_name(names.slot, "slot") and not is_dual_db_name(names.slot, "pub")
+    for foreign in ("dual_db_", "dual_db_x", "my_slot", "dual_db_abc_core_slot_old", "DUAL_DB_abc_core_slot"):
+        assert not is_dual_db_name(foreign), foreign
+    with pytest.raises(ReplicationNameError):
+        ReplicationNames("Bad-Token", "core")
+
+
+# ---- guards -------------------------------------------------------------------------------------
+
+
+def test_source_guard_finds_what_logical_replication_needs(databases: Databases) -> None:
+    _run(
+        databases.source,
+        "CREATE TABLE keyed (id int PRIMARY KEY, v text);"
+        "CREATE TABLE by_index (a int NOT NULL, b text);"
+        "CREATE UNIQUE INDEX by_index_a ON by_index (a);"
+        "ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_a;"
+        "CREATE TABLE whole (a int, b text); ALTER TABLE whole REPLICA IDENTITY FULL;"
+        "CREATE TABLE keyless (a int, b text);",
+    )
+    tables = [TableName("public", t) for t in ("keyed", "by_index", "whole")]
+    with connection(databases.source) as conn:
+        facts = guards.check_source(conn, tables)
+        assert facts.ok, facts.problems
+        assert facts.wal_level == "logical" and facts.replication_privilege == "superuser"
+        assert facts.max_replication_slots == 10 and facts.max_wal_senders == 10
+        assert [t.replica_identity for t in facts.tables] == ["default", "index", "full"]
+        # The embedded default: unlimited, which is reported and warned about, not refused.
+        assert facts.max_slot_wal_keep_size_bytes is None
+        assert any("max_slot_wal_keep_size is -1" in w for w in facts.warnings)
+
+        refused = guards.check_source(conn, [*tables, TableName("public", "keyless")])
+        assert len(refused.problems) == 1
+        line = refused.problems[0]
+        assert "public.keyless" in line and "REPLICA IDENTITY DEFAULT" in line
+        assert "REPLICA IDENTITY FULL is possible only on request" in line and "WAL" in line
+        with pytest.raises(guards.ReplicationRefused, match=r"public\.keyless"):
+            guards.require_source(conn, [TableName("public", "keyless")])
+
+        too_many = guards.check_source(conn, tables, slots_needed=11)
+        assert any(p.startswith("max_replication_slots is 10") for p in too_many.problems)
+        assert any(p.startswith("max_wal_senders is 10") for p in too_many.problems)
+
+
+def test_source_guard_refuses_wal_level_replica(databases: Databases) -> None:
+    # The core server runs with the default wal_level = replica.
+    with connection(databases.core) as conn:
+        facts = guards.check_source(conn, [])
+    assert facts.wal_level == "replica"
+    assert [p for p in facts.problems if p.startswith("wal_level is replica")], facts.problems
+    assert "wal_level = logical" in facts.problems[0]
+
+
+def test_source_guard_refuses_a_role_without_replication(
+    databases: Databases, login_role: tuple[str, str]
+) -> None:
+    name, password = login_role
+    url = replace(databases.source, user=name, password=password)
+    with connection(url) as conn:
+        facts = guards.check_source(conn, [])
+    assert facts.replication_privilege is None
+    assert f"ALTER ROLE {name} REPLICATION" in "\n".join(facts.problems)
+    _run(databases.source, sql.SQL("ALTER ROLE {} REPLICATION").format(sql.Identifier(name)))
+    with connection(url) as conn:
+        assert guards.check_source(conn, []).replication_privilege == "replication"
+
+
+def test_target_guard_needs_the_right_to_subscribe(databases: Databases, login_role: tuple[str, str]) -> None:
+    with connection(databases.core) as conn:
+        assert guards.check_target(conn).ok
+    name, password = login_role
+    url = replace(databases.core, user=name, password=password)
+    with connection(url) as conn:
+        facts = guards.check_target(conn)
+    assert not facts.superuser and len(facts.problems) == 2, facts.problems
+    assert f"GRANT pg_create_subscription TO {name}" in facts.problems[0]
+    assert "GRANT CREATE ON DATABASE" in facts.problems[1]
+    role = sql.Identifier(name)
+    _run(databases.core, sql.SQL("GRANT pg_create_subscription TO {}").format(role))
+    _run(
+        databases.core,
+        sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+            sql.Identifier(databases.core.dbname or ""), role
+        ),
+    )
+    with connection(url) as conn:
+        facts = guards.check_target(conn)
+    assert facts.ok and facts.pg_create_subscription and facts.create_on_database
+    with connection(url) as conn, pytest.raises(guards.ReplicationRefused):
+        _run(databases.core, sql.SQL("REVOKE pg_create_subscription FROM {}").format(role))
+        guards.require_target(conn, "core")
