@@ -7,6 +7,7 @@ server keeps the default wal_level=replica, which the source guard must refuse.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -15,10 +16,12 @@ from psycopg import sql
 
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
+from dual_db.db.snapshot import SnapshotLost, snapshot_session
 from dual_db.db.urls import DatabaseUrl
 from dual_db.embedded import EmbeddedCluster
 from dual_db.replication import guards
 from dual_db.replication.names import ReplicationNameError, ReplicationNames, is_dual_db_name, run_token
+from dual_db.replication.slot import SlotHolder, create_publication
 
 from .conftest import Databases
 
@@ -44,6 +47,42 @@ def login_role(servers: EmbeddedCluster) -> Iterator[tuple[str, str]]:
         with connection(servers[role].url(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(name)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def replication(databases: Databases) -> Iterator[Databases]:
+    """`databases`, and afterwards every subscription on the targets and every slot of the source
+    database dropped, whatever their names (a database with either cannot be dropped), by hand: the
+    engine's own cleanup is under test."""
+    yield databases
+    for url in (databases.core, databases.ai):
+        with connection(url, autocommit=True) as conn:
+            subs = conn.execute(
+                "SELECT subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid"
+                " WHERE d.datname = current_database()"
+            ).fetchall()
+            for (name,) in subs:
+                ident = sql.Identifier(name)
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+                conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+    with connection(databases.source, autocommit=True) as conn:
+        deadline = time.monotonic() + 20
+        while True:
+            slots = conn.execute(
+                "SELECT slot_name, active FROM pg_replication_slots WHERE database = current_database()"
+            ).fetchall()
+            idle = [name for name, active in slots if not active]
+            for name in idle:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+            if len(idle) == len(slots) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+
+
+def _rows(url: DatabaseUrl, query: str) -> list[tuple[object, ...]]:
+    with connection(url) as conn:
+        return list(conn.execute(query).fetchall())
 
 
 # ---- names --------------------------------------------------------------------------------------
@@ -147,3 +186,45 @@ def test_target_guard_needs_the_right_to_subscribe(databases: Databases, login_r
     with connection(url) as conn, pytest.raises(guards.ReplicationRefused):
         _run(databases.core, sql.SQL("REVOKE pg_create_subscription FROM {}").format(role))
         guards.require_target(conn, "core")
+
+
+# ---- slot ---------------------------------------------------------------------------------------
+
+
+def test_the_slots_snapshot_holds_exactly_the_rows_committed_before_it(replication: Databases) -> None:
+    source = replication.source
+    _run(
+        source,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);"
+        "INSERT INTO t SELECT i, 'before' FROM generate_series(1, 5) i",
+    )
+    names = ReplicationNames("snap1", "core")
+    with connection(source, autocommit=True) as conn:
+        create_publication(conn, names.publication, [TableName("public", "t")])
+    holder = SlotHolder(source, names.slot)
+    slot = holder.open()
+    try:
+        assert slot.slot_name == names.slot and slot.output_plugin == "pgoutput"
+        assert "/" in slot.consistent_lsn and slot.snapshot_name
+        _run(source, "INSERT INTO t VALUES (6, 'after'); UPDATE t SET v = 'changed' WHERE id = 1")
+        with connection(source, autocommit=True) as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(slot.snapshot_name)))
+            seen = conn.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+            conn.execute("ROLLBACK")
+        assert seen == [(i, "before") for i in range(1, 6)]
+        # The engine's own reader joins it the same way.
+        with snapshot_session(source, slot.snapshot_name) as reader:
+            assert reader.execute("SELECT count(*) FROM t").fetchone() == (5,)
+    finally:
+        holder.release()
+    # Released: the snapshot is gone, the slot stays (for the subscription) and holds WAL from its LSN.
+    with pytest.raises(SnapshotLost):
+        with snapshot_session(source, slot.snapshot_name):
+            pass
+    assert _rows(
+        source,
+        "SELECT slot_name, plugin, slot_type FROM pg_replication_slots WHERE database = current_database()",
+    ) == [(names.slot, "pgoutput", "logical")]
+    assert _rows(source, "SELECT pubname FROM pg_publication") == [(names.publication,)]
+    assert _rows(source, "SELECT tablename FROM pg_publication_tables") == [("t",)]
