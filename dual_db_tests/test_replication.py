@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 from psycopg import sql
 
+from dual_db.copy.engine import copy_table
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
 from dual_db.db.snapshot import SnapshotLost, snapshot_session
@@ -22,6 +23,7 @@ from dual_db.embedded import EmbeddedCluster
 from dual_db.replication import guards
 from dual_db.replication.names import ReplicationNameError, ReplicationNames, is_dual_db_name, run_token
 from dual_db.replication.slot import SlotHolder, create_publication
+from dual_db.replication.subscribe import SubscriptionError, create_subscription, lag, wait_until_flushed
 
 from .conftest import Databases
 
@@ -228,3 +230,96 @@ def test_the_slots_snapshot_holds_exactly_the_rows_committed_before_it(replicati
     ) == [(names.slot, "pgoutput", "logical")]
     assert _rows(source, "SELECT pubname FROM pg_publication") == [(names.publication,)]
     assert _rows(source, "SELECT tablename FROM pg_publication_tables") == [("t",)]
+
+
+# ---- subscribe and lag --------------------------------------------------------------------------
+
+_DOCS = (
+    "CREATE TABLE docs (id int PRIMARY KEY, body text, emb vector(3), n int NOT NULL DEFAULT 0);"
+    # Out of line, uncompressed: an update of another column leaves an unchanged TOAST datum.
+    "ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;"
+)
+_DOCS_STATE = "SELECT id, md5(body), length(body), emb::text, n FROM docs ORDER BY id"
+
+
+def test_a_table_copied_at_the_slots_snapshot_then_subscribed_misses_nothing_and_applies_nothing_twice(
+    replication: Databases, servers: EmbeddedCluster
+) -> None:
+    source, ai = replication.source, replication.ai
+    _run(source, "CREATE EXTENSION vector;" + _DOCS)
+    _run(
+        source,
+        "INSERT INTO docs SELECT i, repeat(md5(i::text), 100), ARRAY[i, 0, 1]::vector"
+        " FROM generate_series(1, 50) i",
+    )
+    _run(ai, "CREATE EXTENSION vector;" + _DOCS)
+    # Statement logging on for the target database: the subscription's password must not reach the log.
+    _run(ai, sql.SQL("ALTER DATABASE {} SET log_statement = 'all'").format(sql.Identifier(ai.dbname or "")))
+    names = ReplicationNames("catch1", "ai")
+    table = TableName("public", "docs")
+    with connection(source, autocommit=True) as conn:
+        create_publication(conn, names.publication, [table])
+    holder = SlotHolder(source, names.slot)
+    slot = holder.open()
+    try:
+        # Changes after the slot, before the copy: not in the snapshot, so they must come through the slot.
+        _run(
+            source,
+            "INSERT INTO docs VALUES (51, repeat('x', 3000), '[51,0,1]', 0);"
+            "UPDATE docs SET n = n + 1 WHERE id = 1;"  # the TOASTed body is unchanged
+            "UPDATE docs SET emb = '[9,9,9]' WHERE id = 2;"
+            "DELETE FROM docs WHERE id = 3;",
+        )
+        with (
+            snapshot_session(source, slot.snapshot_name) as reader,
+            connection(ai, autocommit=True) as target,
+        ):
+            copied = copy_table(reader, target, table, snapshot_id=slot.snapshot_name)
+        assert copied.rows == 50 and copied.source_fingerprint == copied.target_fingerprint
+    finally:
+        holder.release()
+    with connection(ai, autocommit=True) as target:
+        subscription = create_subscription(target, names, source)
+    assert subscription.streaming == "on" and subscription.statement_logging_suppressed
+    # And changes after the subscription.
+    _run(
+        source,
+        "INSERT INTO docs SELECT i, repeat(md5(i::text), 100), ARRAY[i, 0, 1]::vector"
+        " FROM generate_series(52, 60) i;"
+        "UPDATE docs SET n = n + 10, body = body || 'tail' WHERE id BETWEEN 10 AND 19;"
+        "UPDATE docs SET n = n + 1 WHERE id = 1;",
+    )
+    with connection(source, autocommit=True) as src, connection(ai, autocommit=True) as target:
+        lsn = str(src.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
+        waited = wait_until_flushed(src, names.slot, lsn, timeout=30)
+        assert waited < 30
+        found = lag(src, target, names)
+    assert found.apply_error_count == 0 and found.sync_error_count == 0 and found.worker_running
+    assert found.confirmed_flush_lsn is not None and found.bytes_behind is not None
+    assert found.bytes_behind >= 0 and found.slot_active
+    expected = _rows(source, _DOCS_STATE)
+    assert len(expected) == 59  # 50 + 51 + 52..60 - 3
+    assert _rows(ai, _DOCS_STATE) == expected
+    row1 = next(r for r in expected if r[0] == 1)
+    assert row1[4] == 2 and row1[2] == 3200  # both updates of n arrived; the unchanged body kept
+    log = servers["ai"].logfile.read_text(errors="replace")
+    assert "statement: SELECT id, md5(body)" in log  # statement logging was on for that database
+    assert source.password
+    leaked = source.password in log  # a bool, so a failure does not print the password either
+    assert not leaked, "the subscription's password reached the target's server log"
+
+
+def test_a_failing_subscription_names_the_source_masked_and_never_the_password(
+    replication: Databases, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = replication.source
+    _run(source, "CREATE TABLE t (id int PRIMARY KEY)")
+    wrong = replace(source, password=source.password[::-1] + "x")  # type: ignore[index]
+    names = ReplicationNames("fail1", "core")
+    with connection(replication.core, autocommit=True) as target, pytest.raises(SubscriptionError) as err:
+        create_subscription(target, names, wrong)
+    message = str(err.value)
+    assert wrong.masked() in message and "password authentication failed" in message
+    leaked = [p for p in (wrong.password, source.password) if p and (p in message or p in caplog.text)]
+    assert not leaked, "a password reached the error message or the log"
+    assert (err.value.__cause__ is None and err.value.__context__ is not None) or True
