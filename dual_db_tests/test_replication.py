@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 from psycopg import sql
 
+from dual_db.cli import main
 from dual_db.copy.engine import copy_table
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
@@ -21,6 +22,7 @@ from dual_db.db.snapshot import SnapshotLost, snapshot_session
 from dual_db.db.urls import DatabaseUrl
 from dual_db.embedded import EmbeddedCluster
 from dual_db.replication import guards
+from dual_db.replication.cleanup import cleanup_source, cleanup_target
 from dual_db.replication.names import ReplicationNameError, ReplicationNames, is_dual_db_name, run_token
 from dual_db.replication.slot import SlotHolder, create_publication
 from dual_db.replication.subscribe import SubscriptionError, create_subscription, lag, wait_until_flushed
@@ -323,3 +325,123 @@ def test_a_failing_subscription_names_the_source_masked_and_never_the_password(
     leaked = [p for p in (wrong.password, source.password) if p and (p in message or p in caplog.text)]
     assert not leaked, "a password reached the error message or the log"
     assert (err.value.__cause__ is None and err.value.__context__ is not None) or True
+
+
+# ---- cleanup ------------------------------------------------------------------------------------
+
+
+def _dual_db_catch_up(databases: Databases, token: str) -> ReplicationNames:
+    """dual-db's publication, slot and (on core) subscription, streaming."""
+    names = ReplicationNames(token, "core")
+    with connection(databases.source, autocommit=True) as conn:
+        create_publication(conn, names.publication, [TableName("public", "t")])
+    with SlotHolder(databases.source, names.slot):
+        pass
+    with connection(databases.core, autocommit=True) as target:
+        create_subscription(target, names, databases.source)
+    return names
+
+
+def _foreign_objects(databases: Databases) -> None:
+    """What the user or another tool made: a publication, a slot and a subscription not named by
+    dual-db, one of them only looking like dual-db's."""
+    _run(
+        databases.source,
+        "CREATE PUBLICATION app_pub FOR TABLE t; CREATE PUBLICATION dual_db_lookalike FOR TABLE t",
+    )
+    _run(databases.source, "SELECT pg_create_logical_replication_slot('app_slot', 'pgoutput')")
+    _run(
+        databases.core,
+        sql.SQL(
+            "CREATE SUBSCRIPTION app_sub CONNECTION {} PUBLICATION app_pub WITH (connect = false)"
+        ).format(sql.Literal(databases.source.conninfo())),
+    )
+
+
+_SOURCE_OBJECTS = (
+    "SELECT 'slot', slot_name::text FROM pg_replication_slots WHERE database = current_database()"
+    " UNION ALL SELECT 'pub', pubname::text FROM pg_publication ORDER BY 1, 2"
+)
+_TARGET_OBJECTS = (
+    "SELECT subname::text FROM pg_subscription"
+    " WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+_FOREIGN_SOURCE = [("pub", "app_pub"), ("pub", "dual_db_lookalike"), ("slot", "app_slot")]
+
+
+def test_cleanup_drops_dual_dbs_objects_and_nothing_else(replication: Databases) -> None:
+    _run(replication.source, "CREATE TABLE t (id int PRIMARY KEY)")
+    _run(replication.core, "CREATE TABLE t (id int PRIMARY KEY)")
+    names = _dual_db_catch_up(replication, "clean1")
+    _foreign_objects(replication)
+    # A dual-db slot and publication left by an interrupted run, without a subscription.
+    orphan = ReplicationNames("clean2", "ai")
+    with connection(replication.source, autocommit=True) as conn:
+        create_publication(conn, orphan.publication, [TableName("public", "t")])
+    killed = SlotHolder(replication.source, orphan.slot)
+    killed.open()  # not released before cleanup: a run killed while its snapshot was held
+    assert len(_rows(replication.source, _SOURCE_OBJECTS)) == 7
+
+    with connection(replication.core, autocommit=True) as target:
+        assert cleanup_target(target) == [names.subscription]
+    with connection(replication.source, autocommit=True) as source:
+        done = cleanup_source(source, wait_seconds=5)
+    assert sorted(done.slots) == sorted([names.slot, orphan.slot])
+    # The killed run's replication connection does not hold the slot (the walsender releases a slot once
+    # created), so it was dropped without ending that session.
+    killed.release()
+    assert sorted(done.publications) == sorted([names.publication, orphan.publication])
+    assert _rows(replication.source, _SOURCE_OBJECTS) == _FOREIGN_SOURCE
+    assert _rows(replication.core, _TARGET_OBJECTS) == [("app_sub",)]
+    # Idempotent: nothing of dual-db's is left to drop.
+    with connection(replication.source, autocommit=True) as source:
+        again = cleanup_source(source, wait_seconds=1)
+    assert again.slots == [] and again.publications == []
+
+
+def test_cleanup_of_the_source_alone_ends_the_walsender_still_serving_its_slot(
+    replication: Databases,
+) -> None:
+    # A target cleanup could not reach: its subscription still streams from dual-db's slot.
+    _run(replication.source, "CREATE TABLE t (id int PRIMARY KEY)")
+    _run(replication.core, "CREATE TABLE t (id int PRIMARY KEY)")
+    names = _dual_db_catch_up(replication, "walsnd1")
+    deadline = time.monotonic() + 20
+    with connection(replication.source, autocommit=True) as conn:
+        active = "SELECT active FROM pg_replication_slots WHERE slot_name = %s"
+        while conn.execute(active, (names.slot,)).fetchone() != (True,):
+            assert time.monotonic() < deadline, "the subscription never started streaming"
+            time.sleep(0.1)
+    with connection(replication.source, autocommit=True) as source:
+        done = cleanup_source(source, wait_seconds=1)
+    assert done.slots == [names.slot] and len(done.ended_walsenders) == 1
+    assert _rows(replication.source, _SOURCE_OBJECTS) == []
+
+
+def test_cli_cleanup_replication_prints_what_it_dropped_masked(
+    replication: Databases,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _run(replication.source, "CREATE TABLE t (id int PRIMARY KEY)")
+    _run(replication.core, "CREATE TABLE t (id int PRIMARY KEY)")
+    names = _dual_db_catch_up(replication, "cli1")
+    _foreign_objects(replication)
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("SOURCE_DATABASE_URL", replication.source.uri())
+    monkeypatch.setenv("CORE_DATABASE_URL", replication.core.uri())
+    monkeypatch.setenv("AI_DATABASE_URL", replication.ai.uri())
+    assert main(["cleanup-replication"]) == 0
+    out = capsys.readouterr()
+    assert f"dropped subscription {names.subscription} on core {replication.core.masked()}" in out.out
+    assert f"dropped replication slot {names.slot} on source {replication.source.masked()}" in out.out
+    assert f"dropped publication {names.publication} on source" in out.out
+    assert "1 slot(s) and 1 publication(s) dropped" in out.out
+    assert "app_" not in out.out and "lookalike" not in out.out
+    passwords = [u.password for u in (replication.source, replication.core, replication.ai) if u.password]
+    leaked = [p for p in passwords if p in out.out + out.err]
+    assert not leaked, "a password reached the command's output"
+    assert _rows(replication.source, _SOURCE_OBJECTS) == _FOREIGN_SOURCE
+    assert _rows(replication.core, _TARGET_OBJECTS) == [("app_sub",)]
