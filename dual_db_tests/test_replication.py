@@ -7,6 +7,7 @@ server keeps the default wal_level=replica, which the source guard must refuse.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -141,6 +142,33 @@ def test_source_guard_finds_what_logical_replication_needs(databases: Databases)
         too_many = guards.check_source(conn, tables, slots_needed=11)
         assert any(p.startswith("max_replication_slots is 10") for p in too_many.problems)
         assert any(p.startswith("max_wal_senders is 10") for p in too_many.problems)
+
+
+def test_wal_held_back_during_the_copy_is_measured_against_the_keep_size(databases: Databases) -> None:
+    _run(databases.source, "CREATE TABLE w (id int, pad text)")
+    stop = threading.Event()
+
+    def write() -> None:
+        with connection(databases.source, autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute("INSERT INTO w SELECT i, repeat('x', 200) FROM generate_series(1, 500) i")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        with connection(databases.source, autocommit=True) as conn:
+            rate = guards.measure_wal_rate(conn, seconds=1.0)
+            facts = guards.check_source(conn, [])
+    finally:
+        stop.set()
+        writer.join()
+    assert rate > 10_000  # bytes per second: 500 rows of ~230 bytes per statement
+    unlimited = guards.wal_hold(facts, rate, copy_seconds=60)
+    assert unlimited.problem is None and "unlimited" in unlimited.line
+    assert unlimited.bytes == int(rate * 60)
+    limited = guards.wal_hold(replace(facts, max_slot_wal_keep_size_bytes=1024**2), rate, copy_seconds=600)
+    assert limited.problem is not None and "max_slot_wal_keep_size is 1 MB" in limited.problem
+    assert "raise max_slot_wal_keep_size" in limited.problem
 
 
 def test_source_guard_refuses_wal_level_replica(databases: Databases) -> None:

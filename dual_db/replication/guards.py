@@ -19,12 +19,15 @@ On the source:
 On a target: the right to create a subscription: superuser, or on PostgreSQL 16+ membership of
 `pg_create_subscription` plus CREATE on the database.
 
-Not yet measured: how much WAL the copy will hold back at the current write rate, and the leaf
-partitions of a published partitioned table.
+`measure_wal_rate` samples the source's WAL write rate and `wal_hold` says how much WAL the slot will
+hold back while the copy runs at that rate, against `max_slot_wal_keep_size` (past it, PostgreSQL
+invalidates the slot and the catch-up must start over). Not yet checked: the leaf partitions of a
+published partitioned table.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -264,6 +267,55 @@ def check_target(conn: psycopg.Connection) -> TargetFacts:
         create_on_database=create,
         problems=tuple(problems),
     )
+
+
+def measure_wal_rate(conn: psycopg.Connection, seconds: float = 1.0) -> float:
+    """The source's WAL write rate in bytes per second, sampled over `seconds` (autocommit `conn`)."""
+    first = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    started = time.monotonic()
+    time.sleep(seconds)
+    row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", first).fetchone()
+    elapsed = time.monotonic() - started
+    return float(row[0]) / elapsed if row and row[0] is not None and elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class WalHold:
+    """The WAL a slot holds back while the copy runs: `bytes` at the measured rate."""
+
+    bytes: int
+    keep_size_bytes: int | None
+    problem: str | None  # set when it would pass max_slot_wal_keep_size
+
+    @property
+    def line(self) -> str:
+        held = f"the copy will hold back about {_size(self.bytes)} of WAL at the current write rate"
+        if self.keep_size_bytes is None:
+            return held + " (max_slot_wal_keep_size unlimited: the source's disk is the limit)"
+        return held + f" (max_slot_wal_keep_size {_size(self.keep_size_bytes)})"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1024:
+            return f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{value:.3g} TB"
+
+
+def wal_hold(facts: SourceFacts, bytes_per_second: float, copy_seconds: float) -> WalHold:
+    """How much WAL the slot will hold during a copy of `copy_seconds`, and whether the limit allows it."""
+    held = int(bytes_per_second * copy_seconds)
+    keep = facts.max_slot_wal_keep_size_bytes
+    problem = None
+    if keep is not None and held > keep:
+        problem = (
+            f"the copy will hold back about {_size(held)} of WAL ({bytes_per_second / 1024:.0f} kB/s for "
+            f"{copy_seconds:.0f}s) but max_slot_wal_keep_size is {_size(keep)}: the slot would be "
+            "invalidated mid-copy; raise max_slot_wal_keep_size, or copy when the source writes less"
+        )
+    return WalHold(bytes=held, keep_size_bytes=keep, problem=problem)
 
 
 def require_source(
