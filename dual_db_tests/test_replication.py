@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -144,6 +145,22 @@ def test_source_guard_finds_what_logical_replication_needs(databases: Databases)
         assert any(p.startswith("max_wal_senders is 10") for p in too_many.problems)
 
 
+def test_why_a_keyless_table_is_refused_its_updates_fail_on_the_source_once_published(
+    replication: Databases,
+) -> None:
+    """The trap the replica-identity guard prevents, measured: not dual-db's behaviour, PostgreSQL's."""
+    _run(replication.source, "CREATE TABLE keyless (a int, b text); INSERT INTO keyless VALUES (1, 'x')")
+    with connection(replication.source, autocommit=True) as conn:
+        create_publication(
+            conn, ReplicationNames("trap1", "core").publication, [TableName("public", "keyless")]
+        )
+        conn.execute("INSERT INTO keyless VALUES (2, 'y')")  # inserts still work
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="replica identity"):
+            conn.execute("UPDATE keyless SET b = 'z' WHERE a = 1")
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="replica identity"):
+            conn.execute("DELETE FROM keyless WHERE a = 1")
+
+
 def test_wal_held_back_during_the_copy_is_measured_against_the_keep_size(databases: Databases) -> None:
     _run(databases.source, "CREATE TABLE w (id int, pad text)")
     stop = threading.Event()
@@ -260,6 +277,26 @@ def test_the_slots_snapshot_holds_exactly_the_rows_committed_before_it(replicati
     ) == [(names.slot, "pgoutput", "logical")]
     assert _rows(source, "SELECT pubname FROM pg_publication") == [(names.publication,)]
     assert _rows(source, "SELECT tablename FROM pg_publication_tables") == [("t",)]
+
+
+def test_the_held_snapshot_survives_an_idle_session_timeout_of_the_database(replication: Databases) -> None:
+    """Measured: the holder's walsender sits idle through the database's idle_session_timeout (it
+    passes without any setting on the replication connection)."""
+    source = replication.source
+    _run(source, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+    _run(
+        source,
+        sql.SQL("ALTER DATABASE {} SET idle_session_timeout = '1s'").format(
+            sql.Identifier(source.dbname or "")
+        ),
+    )
+    names = ReplicationNames("idle1", "core")
+    with connection(source, autocommit=True) as conn:
+        create_publication(conn, names.publication, [TableName("public", "t")])
+    with SlotHolder(source, names.slot) as slot:
+        time.sleep(2.5)  # the copy of a first big table, while the holder sits idle
+        with snapshot_session(source, slot.snapshot_name) as reader:
+            assert reader.execute("SELECT count(*) FROM t").fetchone() == (1,)
 
 
 # ---- subscribe and lag --------------------------------------------------------------------------
