@@ -362,6 +362,7 @@ def test_a_table_copied_at_the_slots_snapshot_then_subscribed_misses_nothing_and
         assert waited < 30
         found = lag(src, target, names)
     assert found.apply_error_count == 0 and found.sync_error_count == 0 and found.worker_running
+    assert found.problem is None
     assert found.confirmed_flush_lsn is not None and found.bytes_behind is not None
     assert found.bytes_behind >= 0 and found.slot_active
     expected = _rows(source, _DOCS_STATE)
@@ -510,3 +511,18 @@ def test_cli_cleanup_replication_prints_what_it_dropped_masked(
     assert not leaked, "a password reached the command's output"
     assert _rows(replication.source, _SOURCE_OBJECTS) == _FOREIGN_SOURCE
     assert _rows(replication.core, _TARGET_OBJECTS) == [("app_sub",)]
+
+
+def test_an_apply_error_is_reported_by_subscription_name(replication: Databases) -> None:
+    _run(replication.source, "CREATE TABLE t (id int PRIMARY KEY)")
+    _run(replication.core, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (7)")
+    names = _dual_db_catch_up(replication, "applyerr1")
+    _run(replication.source, "INSERT INTO t VALUES (7)")  # the target has that row already
+    deadline = time.monotonic() + 30
+    with connection(replication.source, autocommit=True) as src, connection(replication.core) as target:
+        while (found := lag(src, target, names)).apply_error_count == 0:
+            assert time.monotonic() < deadline, "the apply error was never counted"
+            target.rollback()  # a fresh statistics snapshot on the next read
+            time.sleep(0.2)
+    assert found.problem is not None and found.problem.startswith(f"subscription {names.subscription} failed")
+    assert found.bytes_behind is not None and found.bytes_behind > 0  # the slot stays behind that change

@@ -58,6 +58,17 @@ class SubscriptionLag:
     apply_error_count: int
     sync_error_count: int
 
+    @property
+    def problem(self) -> str | None:
+        """One line naming the subscription when its apply worker has failed, else None."""
+        if not self.apply_error_count:
+            return None
+        return (
+            f"subscription {self.subscription} failed to apply changes {self.apply_error_count} time(s): "
+            "the target's server log names the table and the error (a row the target already had, or a "
+            "schema change on the source); fix the target or start the catch-up over"
+        )
+
 
 # Settings that would write the CREATE SUBSCRIPTION statement (and its password) to the server log.
 _QUIET = {"log_statement": "none", "log_min_error_statement": "panic", "log_min_duration_statement": "-1"}
