@@ -378,10 +378,13 @@ def test_a_table_copied_at_the_slots_snapshot_then_subscribed_misses_nothing_and
 
 
 def test_a_failing_subscription_names_the_source_masked_and_never_the_password(
-    replication: Databases, caplog: pytest.LogCaptureFixture
+    replication: Databases, servers: EmbeddedCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     source = replication.source
     _run(source, "CREATE TABLE t (id int PRIMARY KEY)")
+    # PostgreSQL's default: a failing statement is logged whole, at ERROR (the embedded servers say panic).
+    core_db = sql.Identifier(replication.core.dbname or "")
+    _run(replication.core, sql.SQL("ALTER DATABASE {} SET log_min_error_statement = 'error'").format(core_db))
     wrong = replace(source, password=source.password[::-1] + "x")  # type: ignore[index]
     names = ReplicationNames("fail1", "core")
     with connection(replication.core, autocommit=True) as target, pytest.raises(SubscriptionError) as err:
@@ -390,7 +393,12 @@ def test_a_failing_subscription_names_the_source_masked_and_never_the_password(
     assert wrong.masked() in message and "password authentication failed" in message
     leaked = [p for p in (wrong.password, source.password) if p and (p in message or p in caplog.text)]
     assert not leaked, "a password reached the error message or the log"
-    assert (err.value.__cause__ is None and err.value.__context__ is not None) or True
+    assert err.value.__suppress_context__  # `from None`: psycopg's error is not printed beside it
+    log = servers["core"].logfile.read_text(errors="replace")
+    assert "password authentication failed" in log  # the failure was logged, at ERROR
+    assert wrong.password
+    leaked_to_log = wrong.password in log
+    assert not leaked_to_log, "the failing statement, password included, reached the target's server log"
 
 
 # ---- cleanup ------------------------------------------------------------------------------------
