@@ -26,7 +26,7 @@ from dual_db.embedded import EmbeddedCluster
 from dual_db.replication import guards
 from dual_db.replication.cleanup import cleanup_source, cleanup_target
 from dual_db.replication.names import ReplicationNameError, ReplicationNames, is_dual_db_name, run_token
-from dual_db.replication.slot import SlotHolder, create_publication
+from dual_db.replication.slot import SlotError, SlotHolder, create_publication, start_catch_up
 from dual_db.replication.subscribe import SubscriptionError, create_subscription, lag, wait_until_flushed
 
 from .conftest import Databases
@@ -277,6 +277,33 @@ def test_the_slots_snapshot_holds_exactly_the_rows_committed_before_it(replicati
     ) == [(names.slot, "pgoutput", "logical")]
     assert _rows(source, "SELECT pubname FROM pg_publication") == [(names.publication,)]
     assert _rows(source, "SELECT tablename FROM pg_publication_tables") == [("t",)]
+
+
+def test_start_catch_up_creates_nothing_when_a_guard_or_the_slot_fails(replication: Databases) -> None:
+    source = replication.source
+    _run(source, "CREATE TABLE keyed (id int PRIMARY KEY); CREATE TABLE keyless (a int)")
+    names = ReplicationNames("start1", "core")
+    both = [TableName("public", "keyed"), TableName("public", "keyless")]
+    with pytest.raises(guards.ReplicationRefused, match=r"public\.keyless"):
+        start_catch_up(source, names, both)
+    assert _rows(source, _SOURCE_OBJECTS) == []
+    # The slot's name taken already (a foreign slot would never carry it; here a leftover of the run):
+    _run(
+        source,
+        sql.SQL("SELECT pg_create_logical_replication_slot({}, 'pgoutput')").format(sql.Literal(names.slot)),
+    )
+    with pytest.raises(SlotError, match="already exists"):
+        start_catch_up(source, names, both[:1])
+    assert _rows(source, _SOURCE_OBJECTS) == [("slot", names.slot)]  # no publication left behind
+    _run(source, sql.SQL("SELECT pg_drop_replication_slot({})").format(sql.Literal(names.slot)))
+    facts, holder = start_catch_up(source, names, both[:1])
+    try:
+        assert facts.ok and [t.table.name for t in facts.tables] == ["keyed"]
+        assert _rows(source, _SOURCE_OBJECTS) == [("pub", names.publication), ("slot", names.slot)]
+        with snapshot_session(source, holder.slot.snapshot_name) as reader:
+            assert reader.execute("SELECT count(*) FROM keyed").fetchone() == (0,)
+    finally:
+        holder.release()
 
 
 def test_the_held_snapshot_survives_an_idle_session_timeout_of_the_database(replication: Databases) -> None:

@@ -7,7 +7,8 @@ Plain Python on psycopg 3, no Dagster. The parts, each usable alone:
 - `names`: every publication, slot and subscription dual-db creates is named `dual_db_<run>_<target>_*`,
   and `is_dual_db_name` is the only test cleanup uses, so a foreign object is never touched.
 - `slot`: the publication first, then the slot with an exported snapshot on a `replication=database`
-  connection, held idle until the copy has joined it.
+  connection, held idle until the copy has joined it. `start_catch_up` runs the guards, the
+  publication and the slot in that order, and leaves nothing behind when one of them fails.
 - `subscribe`: the target's subscription on that slot (no slot, no initial copy, binary, streaming),
   and the lag per subscription (bytes behind the slot's `confirmed_flush_lsn`, apply errors).
 - `cleanup`: drops what dual-db created, subscriptions on the targets first, then slots and

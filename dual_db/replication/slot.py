@@ -23,9 +23,11 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from dual_db.db.connect import connection
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
-from dual_db.replication.names import is_dual_db_name
+from dual_db.replication.guards import SourceFacts, require_source
+from dual_db.replication.names import ReplicationNames, is_dual_db_name
 
 
 class SlotError(RuntimeError):
@@ -122,3 +124,23 @@ class SlotHolder:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def start_catch_up(
+    url: DatabaseUrl, names: ReplicationNames, tables: Sequence[TableName]
+) -> tuple[SourceFacts, SlotHolder]:
+    """The guards, then the publication, then the slot with its snapshot held, in that order.
+
+    A failing guard raises `ReplicationRefused` before anything is created. When the slot cannot be
+    created, the publication just made is dropped again, so a refused start leaves the source as it was.
+    """
+    with connection(url, autocommit=True, application_name="dual-db catch-up") as conn:
+        facts = require_source(conn, tables)
+        create_publication(conn, names.publication, tables)
+        holder = SlotHolder(url, names.slot)
+        try:
+            holder.open()
+        except BaseException:
+            conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(names.publication)))
+            raise
+    return facts, holder
