@@ -213,7 +213,10 @@ def test_source_guard_refuses_a_role_without_replication(
 
 def test_target_guard_needs_the_right_to_subscribe(databases: Databases, login_role: tuple[str, str]) -> None:
     with connection(databases.core) as conn:
-        assert guards.check_target(conn).ok
+        found = guards.check_target(conn)
+        assert found.ok and found.max_logical_replication_workers == 4  # PostgreSQL's default
+        busy = guards.check_target(conn, workers_needed=found.max_logical_replication_workers + 1)
+        assert [p for p in busy.problems if p.startswith("max_logical_replication_workers is 4")]
     name, password = login_role
     url = replace(databases.core, user=name, password=password)
     with connection(url) as conn:
@@ -388,6 +391,7 @@ def test_a_table_copied_at_the_slots_snapshot_then_subscribed_misses_nothing_and
         waited = wait_until_flushed(src, names.slot, lsn, timeout=30)
         assert waited < 30
         found = lag(src, target, names)
+        assert guards.check_target(target).logical_replication_workers_used >= 1  # its apply worker
     assert found.apply_error_count == 0 and found.sync_error_count == 0 and found.worker_running
     assert found.problem is None
     assert found.confirmed_flush_lsn is not None and found.bytes_behind is not None

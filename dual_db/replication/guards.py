@@ -17,7 +17,8 @@ On the source:
   then keeps WAL until the disk is full.
 
 On a target: the right to create a subscription: superuser, or on PostgreSQL 16+ membership of
-`pg_create_subscription` plus CREATE on the database.
+`pg_create_subscription` plus CREATE on the database; and a free `max_logical_replication_workers`
+for its apply worker.
 
 `measure_wal_rate` samples the source's WAL write rate and `wal_hold` says how much WAL the slot will
 hold back while the copy runs at that rate, against `max_slot_wal_keep_size` (past it, PostgreSQL
@@ -88,6 +89,8 @@ class TargetFacts:
     superuser: bool
     pg_create_subscription: bool
     create_on_database: bool
+    max_logical_replication_workers: int
+    logical_replication_workers_used: int
     problems: tuple[str, ...] = field(default=())
 
     @property
@@ -232,17 +235,26 @@ _TARGET_SQL = """
 SELECT current_setting('server_version_num')::int, current_user::text, r.rolsuper,
        EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'pg_create_subscription'
                AND pg_has_role(current_user, g.oid, 'MEMBER')),
-       has_database_privilege(current_database(), 'CREATE')
+       has_database_privilege(current_database(), 'CREATE'),
+       current_setting('max_logical_replication_workers')::int,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'logical replication%%worker')::int
 FROM pg_roles r WHERE r.rolname = current_user
 """
 
 
-def check_target(conn: psycopg.Connection) -> TargetFacts:
-    """Whether the connected role may create a subscription in the connected database."""
+def check_target(conn: psycopg.Connection, *, workers_needed: int = 1) -> TargetFacts:
+    """Whether the connected role may create a subscription in the connected database, and run it."""
     row = conn.execute(_TARGET_SQL).fetchone()
     assert row is not None
-    version, role, superuser, member, create = (int(row[0]), str(row[1]), *map(bool, row[2:]))
+    version, role = int(row[0]), str(row[1])
+    superuser, member, create = bool(row[2]), bool(row[3]), bool(row[4])
+    max_workers, workers_used = int(row[5]), int(row[6])
     problems: list[str] = []
+    if max_workers - workers_used < workers_needed:
+        problems.append(
+            f"max_logical_replication_workers is {max_workers} with {workers_used} in use: a subscription "
+            f"needs {workers_needed} free; raise it on the target (a restart)"
+        )
     if not superuser:
         if version < 160000:
             problems.append(
@@ -265,6 +277,8 @@ def check_target(conn: psycopg.Connection) -> TargetFacts:
         superuser=superuser,
         pg_create_subscription=member,
         create_on_database=create,
+        max_logical_replication_workers=max_workers,
+        logical_replication_workers_used=workers_used,
         problems=tuple(problems),
     )
 
