@@ -5,6 +5,7 @@
     dual-db plan --discover             write the routing plan from the live source catalog
     dual-db reset-demo-targets          empty the embedded core and AI databases (the demo only)
     dual-db traffic [--rounds N]        traffic that acts as the application, after the cutover
+    dual-db cleanup-replication         drop dual-db's subscriptions, slots and publications
 
 The migration itself runs in Dagster: `dagster job execute -m dual_db.definitions -j migrate`.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dual_db.db.connect import DatabaseUnreachable
-from dual_db.db.env import EnvironmentConflict, MissingVariable, load_env_file, require
+from dual_db.db.env import EnvironmentConflict, MissingVariable, get, load_env_file, require
 from dual_db.db.urls import DatabaseUrl, DatabaseUrlError
 from dual_db.embedded import DEFAULT_STATE_DIR, ROLE_DATABASES, EmbeddedCluster, write_env_file
 
@@ -209,6 +210,40 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cleanup_replication(args: argparse.Namespace) -> int:
+    """Drop every subscription (on the targets set), slot and publication (on the source) that dual-db
+    created, after an interrupted catch-up too. Objects not named by dual-db are never touched."""
+    from dual_db.db.connect import connection
+    from dual_db.replication.cleanup import CleanupError, cleanup_source, cleanup_target
+
+    source = _source_url()
+    targets = {role: get(f"{role.upper()}_DATABASE_URL") for role in ("core", "ai")}
+    try:
+        # The targets first: a subscription still streaming keeps its slot busy on the source.
+        for role, raw in targets.items():
+            if raw is None:
+                continue
+            url = DatabaseUrl.parse(raw)
+            with connection(url, autocommit=True, application_name="dual-db cleanup") as conn:
+                for name in cleanup_target(conn):
+                    print(f"dropped subscription {name} on {role} {url.masked()}")
+        with connection(source, autocommit=True, application_name="dual-db cleanup") as conn:
+            done = cleanup_source(conn)
+    except CleanupError as exc:
+        print(f"dual-db: {exc}", file=sys.stderr)
+        return 1
+    for name in done.slots:
+        print(f"dropped replication slot {name} on source {source.masked()}")
+    for name in done.publications:
+        print(f"dropped publication {name} on source {source.masked()}")
+    if not any(targets.values()):
+        print("no CORE_DATABASE_URL or AI_DATABASE_URL set: only the source was cleaned")
+    print(
+        f"{len(done.slots)} slot(s) and {len(done.publications)} publication(s) dropped; nothing else touched"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dual-db", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -238,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.add_argument("--seconds", type=float, default=60.0, help="stop after this long at the most")
     traffic.add_argument("--switch-file", help="the cutover's switch.env (default: the latest one)")
     traffic.set_defaults(func=cmd_traffic)
+    sub.add_parser(
+        "cleanup-replication",
+        help="drop the subscriptions, slots and publications dual-db created (and nothing else)",
+    ).set_defaults(func=cmd_cleanup_replication)
     return parser
 
 

@@ -185,6 +185,7 @@ def test_engines_never_import_dagster_or_a_layer_above_them() -> None:
         "schema": {"db", "schema"},
         "copy": {"db", "copy"},
         "verify": {"db", "verify"},
+        "replication": {"db", "replication"},
         "measure": {"db", "schema", "app", "measure"},
         "tune": {"db", "schema", "tune"},
         # The application module: URLs and table names from db, the routing plan for Alembic.
