@@ -9,7 +9,8 @@ import dagster as dg
 
 from dual_db.db.connect import connection
 from dual_db_tests.conftest import Databases
-from dual_db_tests.test_migrate_job import _run, environment  # noqa: F401  (fixture)
+from dual_db_tests.job_support import run_job
+from dual_db_tests.test_migrate_job import environment  # noqa: F401  (fixture)
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
@@ -27,10 +28,10 @@ def _marked_cut_over(url) -> bool:  # type: ignore[no-untyped-def]
 def test_cutover_refuses_after_a_source_write(environment: Databases) -> None:  # noqa: F811
     dbs = environment
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         with connection(dbs.source, autocommit=True) as conn:
             conn.execute("INSERT INTO users VALUES (gen_random_uuid(), 'late@example.com')")
-        refused = _run("migrate", instance, ["cutover"])
+        refused = run_job("migrate", instance, ["cutover"])
         assert not refused.success
         text = _failure(refused)
         assert "cutover refused" in text and "the source changed since the copy" in text and "users" in text
@@ -40,11 +41,11 @@ def test_cutover_refuses_after_a_source_write(environment: Databases) -> None:  
 def test_cutover_refuses_after_a_failed_verification_and_a_changed_target(environment: Databases) -> None:  # noqa: F811
     dbs = environment
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         with connection(dbs.core, autocommit=True) as conn:
             conn.execute("UPDATE positions SET quantity = quantity + 1 WHERE id = 7")
-        assert not _run("verify", instance).success
-        refused = _run("migrate", instance, ["cutover"])
+        assert not run_job("verify", instance).success
+        refused = run_job("migrate", instance, ["cutover"])
         assert not refused.success
         text = _failure(refused)
         assert "check(s) did not pass" in text and "core/positions:checksum_parity" in text
@@ -55,10 +56,10 @@ def test_cutover_refuses_after_a_failed_verification_and_a_changed_target(enviro
 def test_cutover_on_a_clean_pair_switches(environment: Databases, tmp_path: Path) -> None:  # noqa: F811
     dbs = environment
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         # migrate never cuts over by itself
         assert instance.get_latest_materialization_event(dg.AssetKey("cutover")) is None
-        done = _run("migrate", instance, ["cutover"])
+        done = run_job("migrate", instance, ["cutover"])
         assert done.success, _failure(done)
         event = instance.get_latest_materialization_event(dg.AssetKey("cutover"))
         assert event is not None and event.asset_materialization is not None
@@ -84,5 +85,5 @@ def test_cutover_on_a_clean_pair_switches(environment: Databases, tmp_path: Path
             assert password and password not in str(metadata)
         # From now on the targets are the application's: dual-db refuses to write to them.
         assert _marked_cut_over(dbs.core) and _marked_cut_over(dbs.ai)
-        again = _run("migrate", instance)
+        again = run_job("migrate", instance)
         assert not again.success and "was cut over" in _failure(again)

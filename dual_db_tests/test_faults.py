@@ -22,10 +22,9 @@ from psycopg import sql
 
 from dual_db.db.connect import connection
 from dual_db.db.urls import DatabaseUrl
-from dual_db.definitions import build_definitions
 from dual_db.embedded import EmbeddedServer
-from dual_db.routing import RoutingPlan
 from dual_db_tests.conftest import Databases
+from dual_db_tests.job_support import point_at, run_job
 from dual_db_tests.test_migrate_job import AI, CORE, SOURCE_SQL
 
 # The slow suite (make test-slow, which .ci/run also runs): keeps make test under 15 minutes.
@@ -55,14 +54,6 @@ def _write_plan(path: Path) -> None:
     )
 
 
-def _point_at(
-    monkeypatch: pytest.MonkeyPatch, source: DatabaseUrl, core: DatabaseUrl, ai: DatabaseUrl
-) -> None:
-    monkeypatch.setenv("SOURCE_DATABASE_URL", source.uri())
-    monkeypatch.setenv("CORE_DATABASE_URL", core.uri())
-    monkeypatch.setenv("AI_DATABASE_URL", ai.uri())
-
-
 @pytest.fixture
 def environment(databases: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Databases]:
     with connection(databases.source, autocommit=True) as conn:
@@ -72,20 +63,9 @@ def environment(databases: Databases, tmp_path: Path, monkeypatch: pytest.Monkey
     plan_file = tmp_path / "plan.yaml"
     _write_plan(plan_file)
     monkeypatch.setenv("DUAL_DB_PLAN_FILE", str(plan_file))
-    _point_at(monkeypatch, databases.source, databases.core, databases.ai)
+    point_at(monkeypatch, databases.source, databases.core, databases.ai)
     monkeypatch.chdir(tmp_path)  # dumps land under tmp_path/.dual_db
     yield databases
-
-
-def _run(
-    job: str, instance: dg.DagsterInstance, selection: list[str] | None = None
-) -> dg.ExecuteInProcessResult:
-    defs = build_definitions(RoutingPlan.load())
-    return defs.resolve_job_def(job).execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        asset_selection=[dg.AssetKey.from_user_string(s) for s in selection] if selection else None,
-    )
 
 
 def _report_metadata(instance: dg.DagsterInstance) -> dict[str, object]:
@@ -229,7 +209,7 @@ def test_writes_to_the_source_during_migrate(environment: Databases) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         writer.start()
         try:
-            moving = _run("migrate", instance)
+            moving = run_job("migrate", instance)
         finally:
             writes = writer.finish()
         assert writes > 20, writes
@@ -269,7 +249,7 @@ def test_writes_to_the_source_during_migrate(environment: Databases) -> None:
         # A failing report still carries the drift, and its check is still evaluated.
         with connection(dbs.core, autocommit=True) as conn:
             conn.execute("UPDATE users SET email = 'changed@example.com' WHERE email = 'user7@example.com'")
-        failing = _run("verify", instance)
+        failing = run_job("verify", instance)
         assert not failing.success
         message = _step_failures(failing)["verification_report"]
         assert "the source has moved since: 3 tables changed" in message, message
@@ -278,7 +258,7 @@ def test_writes_to_the_source_during_migrate(environment: Databases) -> None:
         assert len(drift_checks) == 1 and not drift_checks[0].passed
 
         # The application has stopped: a re-run catches up to full parity, without duplicates.
-        settled = _run("migrate", instance)
+        settled = run_job("migrate", instance)
         assert_full_parity(settled, instance, dbs)
         drift_now = next(e for e in settled.get_asset_check_evaluations() if e.check_name == "source_drift")
         assert drift_now.passed
@@ -344,7 +324,7 @@ def test_snapshot_holder_terminated_before_a_reader_joins(environment: Databases
         watcher, kill = _terminate_when_copying(
             dbs.source, "COPY public.ticks % TO stdout%", "dual-db pg_dump", victim="dual-db snapshot"
         )
-        broken = _run("migrate", instance)
+        broken = run_job("migrate", instance)
         watcher.join(timeout=5)
         assert kill.terminated, "the snapshot holder was never terminated during the backup"
         assert not broken.success
@@ -360,7 +340,7 @@ def test_snapshot_holder_terminated_before_a_reader_joins(environment: Databases
         with connection(dbs.core) as conn:
             assert conn.execute("SELECT count(*) FROM ticks").fetchone() == (0,)
 
-        again = _run("migrate", instance)
+        again = run_job("migrate", instance)
         assert_full_parity(again, instance, dbs)
 
 
@@ -372,7 +352,7 @@ def test_snapshot_holder_terminated_after_every_reader_joined(environment: Datab
         watcher, kill = _terminate_when_copying(
             dbs.source, "COPY %ticks% TO STDOUT%", "dual-db reader", victim="dual-db snapshot"
         )
-        result = _run("migrate", instance)
+        result = run_job("migrate", instance)
         watcher.join(timeout=5)
         assert kill.terminated, "the snapshot holder was never terminated during the copy of ticks"
         assert_full_parity(result, instance, dbs)
@@ -400,7 +380,7 @@ def test_copy_backend_terminated(
         watcher, kill = _terminate_when_copying(
             dbs.core if side == "target" else dbs.source, pattern, application_name
         )
-        broken = _run("migrate", instance)
+        broken = run_job("migrate", instance)
         watcher.join(timeout=5)
         assert kill.terminated, "the COPY of ticks was never seen running"
         assert not broken.success
@@ -418,7 +398,7 @@ def test_copy_backend_terminated(
         assert "core/ticks" not in materialized
         assert {"core/users", "core/positions", "ai/ai_kb_documents"} <= materialized
 
-        again = _run("migrate", instance)
+        again = run_job("migrate", instance)
         assert_full_parity(again, instance, dbs)
     # Last, so that the re-run above is exercised either way: libpq's words are the same for either
     # side ("server closed the connection unexpectedly"), so the table's reason must say which server
@@ -446,7 +426,7 @@ def test_target_server_stopped_during_the_copy(
     server = own_core_server
     server.ensure_database("core_fault")
     dbs = replace(environment, core=server.url("core_fault"))
-    _point_at(monkeypatch, dbs.source, dbs.core, dbs.ai)
+    point_at(monkeypatch, dbs.source, dbs.core, dbs.ai)
 
     stopped = threading.Event()
 
@@ -471,7 +451,7 @@ def test_target_server_stopped_during_the_copy(
         injector = threading.Thread(target=stop_during_copy, daemon=True)
         injector.start()
         started = time.monotonic()
-        broken = _run("migrate", instance)
+        broken = run_job("migrate", instance)
         failed_after = time.monotonic() - started
         injector.join(timeout=60)
         assert stopped.is_set(), "the server was never stopped during the copy of ticks"
@@ -485,8 +465,8 @@ def test_target_server_stopped_during_the_copy(
 
         server.start()
         dbs = replace(dbs, core=server.url("core_fault"))  # the port may have moved
-        _point_at(monkeypatch, dbs.source, dbs.core, dbs.ai)
-        again = _run("migrate", instance)
+        point_at(monkeypatch, dbs.source, dbs.core, dbs.ai)
+        again = run_job("migrate", instance)
         assert_full_parity(again, instance, dbs)
 
 
@@ -546,9 +526,9 @@ def test_migrate_with_a_select_only_source_role(
         superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
         assert superuser == (False,)
     reader = replace(dbs.source, user=role, password=password)
-    _point_at(monkeypatch, reader, dbs.core, dbs.ai)
+    point_at(monkeypatch, reader, dbs.core, dbs.ai)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = _run("migrate", instance)
+        result = run_job("migrate", instance)
         assert_full_parity(result, instance, dbs)
         logs = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
         assert password not in logs
@@ -596,9 +576,9 @@ def test_a_source_role_missing_a_privilege_is_refused_before_any_write(
         )
         for grant in grants:
             conn.execute(sql.SQL(grant).format(role=sql.Identifier(role)))  # type: ignore[arg-type]
-    _point_at(monkeypatch, replace(dbs.source, user=role, password=password), dbs.core, dbs.ai)
+    point_at(monkeypatch, replace(dbs.source, user=role, password=password), dbs.core, dbs.ai)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = _run("migrate", instance)
+        result = run_job("migrate", instance)
     assert not result.success
     failures = _step_failures(result)
     print(f"source role without {missing}: {failures}")
@@ -651,7 +631,7 @@ def owner_targets(
     roles.append((replace(dbs.core, dbname="postgres"), "fault_core_owner"))
     ai = _owned_database(dbs.ai, "fault_ai_owner", "Ai-Owner-Pass-1", "fault_ai_owned")
     roles.append((replace(dbs.ai, dbname="postgres"), "fault_ai_owner"))
-    _point_at(monkeypatch, dbs.source, core, ai)
+    point_at(monkeypatch, dbs.source, core, ai)
     return OwnedTargets(
         replace(dbs, core=core, ai=ai),
         core_admin=replace(dbs.core, dbname=core.dbname),
@@ -666,7 +646,7 @@ def test_untrusted_pgvector_with_a_non_superuser_ai_owner_is_refused_before_any_
     managed service's own mechanism). The guard must say so before anything is written anywhere."""
     dbs = owner_targets.dbs
     with dg.DagsterInstance.ephemeral() as instance:
-        result = _run("migrate", instance)
+        result = run_job("migrate", instance)
     assert not result.success
     failures = _step_failures(result)
     message = " | ".join(failures.values())
@@ -696,14 +676,14 @@ def test_non_superuser_target_owners_migrate_and_redo_one_table_after_post_data(
     with connection(owner_targets.ai_admin, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION vector")
     with dg.DagsterInstance.ephemeral() as instance:
-        first = _run("migrate", instance)
+        first = run_job("migrate", instance)
         assert_full_parity(first, instance, dbs)
 
         # post-data built the foreign keys: positions has one out, portfolios one in.
         with connection(dbs.core, autocommit=True) as conn:
             assert conn.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f'").fetchone() == (2,)
             conn.execute("DELETE FROM positions WHERE id % 7 = 0")
-        redo = _run("migrate", instance, ["core/positions"])
+        redo = run_job("migrate", instance, ["core/positions"])
         if not redo.success:
             # Either the redo works, or it is refused before anything is written, naming the grant.
             message = " | ".join(_step_failures(redo).values())
@@ -713,13 +693,13 @@ def test_non_superuser_target_owners_migrate_and_redo_one_table_after_post_data(
                 assert conn.execute("SELECT count(*) FROM positions").fetchone() == (4000 - 4000 // 7,)
             with connection(owner_targets.core_admin, autocommit=True) as conn:
                 conn.execute("GRANT SET ON PARAMETER session_replication_role TO fault_core_owner")
-            redo = _run("migrate", instance, ["core/positions"])
+            redo = run_job("migrate", instance, ["core/positions"])
         assert redo.success, _step_failures(redo)
         with connection(dbs.core) as conn:
             assert conn.execute("SELECT count(*) FROM positions").fetchone() == (4000,)
 
         # A second full migrate over dual-db's own targets (it resets them first).
-        again = _run("migrate", instance)
+        again = run_job("migrate", instance)
         assert_full_parity(again, instance, dbs)
     # Checked last, so that one run shows every defect of the scenario.
     assert not problems, problems

@@ -16,6 +16,7 @@ from dual_db.db.connect import connection
 from dual_db.definitions import build_definitions
 from dual_db.routing import RoutingPlan
 from dual_db_tests.conftest import Databases
+from dual_db_tests.job_support import run_job
 
 SOURCE_SQL = """
 CREATE EXTENSION vector;
@@ -89,25 +90,13 @@ def environment(databases: Databases, tmp_path: Path, monkeypatch: pytest.Monkey
     yield databases
 
 
-def _run(
-    job: str, instance: dg.DagsterInstance, selection: list[str] | None = None
-) -> dg.ExecuteInProcessResult:
-    defs = build_definitions(RoutingPlan.load())
-    job_def = defs.resolve_job_def(job)
-    return job_def.execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        asset_selection=[dg.AssetKey.from_user_string(s) for s in selection] if selection else None,
-    )
-
-
 def test_migrate_end_to_end(environment: Databases) -> None:
     from dual_db.defs.targets.schema import _split_once
 
     dbs = environment
     _split_once.cache_clear()
     with dg.DagsterInstance.ephemeral() as instance:
-        result = _run("migrate", instance)
+        result = run_job("migrate", instance)
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         # The dump is split once: by routing_complete (before any write), then reused by both targets.
         assert (_split_once.cache_info().misses, _split_once.cache_info().hits) == (1, 2)
@@ -244,7 +233,7 @@ def test_migrate_end_to_end(environment: Databases) -> None:
                 t: conn.execute(f"SELECT array_agg(xmin::text ORDER BY 1) FROM {t}").fetchone()  # noqa: S608
                 for t in ("users", "portfolios", "agent_messages")
             }
-        single = _run("migrate", instance, ["core/positions"])
+        single = run_job("migrate", instance, ["core/positions"])
         assert single.success
         assert {e.asset_key.to_user_string() for e in single.get_asset_materialization_events()} == {
             "core/positions"
@@ -256,7 +245,7 @@ def test_migrate_end_to_end(environment: Databases) -> None:
                 assert after == before, table
 
         # Post-data can be re-materialized on its own: what exists is skipped, nothing fails.
-        rebuilt = _run("migrate", instance, ["core/post_data", "ai/vector_indexes"])
+        rebuilt = run_job("migrate", instance, ["core/post_data", "ai/vector_indexes"])
         assert rebuilt.success
         post = instance.get_latest_materialization_event(dg.AssetKey(["core", "post_data"]))
         assert post is not None and post.asset_materialization is not None
@@ -264,7 +253,7 @@ def test_migrate_end_to_end(environment: Databases) -> None:
         assert post.asset_materialization.metadata["statements"].value == 0
 
         # A second full migrate is accepted (the targets are marked as dual-db's) and replaces everything.
-        again = _run("migrate", instance)
+        again = run_job("migrate", instance)
         assert again.success
         with connection(dbs.core) as conn:
             assert conn.execute("SELECT count(*) FROM positions").fetchone() == (4000,)
@@ -275,7 +264,7 @@ def test_guard_failure_writes_nothing(environment: Databases) -> None:
     with connection(dbs.core, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION vector")
     with dg.DagsterInstance.ephemeral() as instance:
-        result = _run("migrate", instance)
+        result = run_job("migrate", instance)
     assert not result.success
     failures = [e for e in result.all_events if e.is_step_failure]
     assert failures and "already has the vector extension" in str(failures[0].event_specific_data)
@@ -294,7 +283,7 @@ def test_a_guard_failure_still_materializes_the_report_naming_it(environment: Da
     dbs = environment
     _recreate_with_encoding(dbs.core, "LATIN1")
     with dg.DagsterInstance.ephemeral() as instance:
-        result = _run("migrate", instance)
+        result = run_job("migrate", instance)
         assert not result.success
         reports = [
             e
@@ -323,11 +312,11 @@ def test_unindexed_vector_columns_pass_and_a_failing_check_says_why_at_error(env
     with connection(dbs.source, autocommit=True) as conn:
         conn.execute("ALTER TABLE ai_memories ADD COLUMN sv sparsevec(5), ADD COLUMN hv halfvec(16)[]")
     with dg.DagsterInstance.ephemeral() as instance:
-        result = _run("migrate", instance)
+        result = run_job("migrate", instance)
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         with connection(dbs.ai, autocommit=True) as conn:
             conn.execute("DROP INDEX ix_ai_kb_documents_embedding_hnsw")
-        verify = _run("verify", instance)
+        verify = run_job("verify", instance)
         assert not verify.success
         errors = [
             entry.user_message
@@ -469,8 +458,8 @@ def test_verify_job_catches_corruption_reading_the_source_as_a_select_only_role(
 
     dbs = environment
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
-        clean = _run("verify", instance)
+        assert run_job("migrate", instance).success
+        clean = run_job("verify", instance)
         assert clean.success
 
         # Verification only reads the source: give it a role that cannot write anything there.
@@ -489,7 +478,7 @@ def test_verify_job_catches_corruption_reading_the_source_as_a_select_only_role(
 
         with connection(dbs.core, autocommit=True) as conn:
             conn.execute("UPDATE positions SET quantity = quantity + 0.000001 WHERE id = 1234")
-        corrupted = _run("verify", instance)
+        corrupted = run_job("verify", instance)
         assert not corrupted.success
         # The failing report is materialized, failing table and checks first, then the rest.
         event = instance.get_latest_materialization_event(dg.AssetKey("verification_report"))
@@ -505,7 +494,7 @@ def test_verify_job_catches_corruption_reading_the_source_as_a_select_only_role(
         assert markdown.index("**Failing tables (1):** positions") < markdown.index("| identical |")
         with connection(dbs.ai, autocommit=True) as conn:
             conn.execute("DROP INDEX ix_ai_kb_documents_embedding_hnsw")
-        broken = _run("verify", instance)
+        broken = run_job("verify", instance)
         assert not broken.success
         failed = {
             (e.asset_key.to_user_string(), e.check_name): e
@@ -542,7 +531,7 @@ def test_migrate_into_an_older_server(
     core16 = new_database(pg16_server)
     monkeypatch.setenv("CORE_DATABASE_URL", core16.uri())
     with dg.DagsterInstance.ephemeral() as instance:
-        result = _run("migrate", instance)
+        result = run_job("migrate", instance)
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         assert all(e.passed for e in result.get_asset_check_evaluations())
     with connection(core16) as conn:

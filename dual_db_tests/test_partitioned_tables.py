@@ -14,7 +14,6 @@ from dual_db.copy.partitions import copy_units
 from dual_db.db.catalog import list_tables, partitions_of
 from dual_db.db.connect import connection
 from dual_db.db.names import TableName
-from dual_db.definitions import build_definitions
 from dual_db.defs.resources import SourceDatabase
 from dual_db.defs.source.checks import _routing_complete
 from dual_db.routing import RoutingPlan, discover
@@ -28,6 +27,7 @@ from dual_db.schema.ownership import (
     write_marker,
 )
 from dual_db_tests.conftest import Databases
+from dual_db_tests.job_support import migration_environment, run_job
 
 # The issue's shape: `events` by range, three partitions and a default, a plain table with a foreign
 # key to the parent; a sub-partitioned `metrics` (range, then list); a partitioned AI table.
@@ -75,23 +75,8 @@ EVENT_LEAVES = {f"public.events_2024_q{q}" for q in (1, 2, 3)} | {"public.events
 def environment(databases: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Databases]:
     with connection(databases.source, autocommit=True) as conn:
         conn.execute(SOURCE_SQL)  # type: ignore[arg-type]
-    monkeypatch.setenv("DUAL_DB_PLAN_FILE", str(tmp_path / "plan.yaml"))
-    monkeypatch.setenv("SOURCE_DATABASE_URL", databases.source.uri())
-    monkeypatch.setenv("CORE_DATABASE_URL", databases.core.uri())
-    monkeypatch.setenv("AI_DATABASE_URL", databases.ai.uri())
-    monkeypatch.chdir(tmp_path)
+    migration_environment(monkeypatch, tmp_path, databases.source, databases.core, databases.ai)
     yield databases
-
-
-def _run(
-    job: str, instance: dg.DagsterInstance, selection: list[str] | None = None
-) -> dg.ExecuteInProcessResult:
-    defs = build_definitions(RoutingPlan.load())
-    return defs.resolve_job_def(job).execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        asset_selection=[dg.AssetKey.from_user_string(s) for s in selection] if selection else None,
-    )
 
 
 def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -129,7 +114,7 @@ def test_partitioned_tables_are_routed_copied_and_verified_by_parent(environment
     plan.save()
 
     with dg.DagsterInstance.ephemeral() as instance:
-        result = _run("migrate", instance)
+        result = run_job("migrate", instance)
         assert result.success and not _failures(result), _failures(result)
         report = instance.get_latest_materialization_event(dg.AssetKey("verification_report"))
         assert report is not None and report.asset_materialization is not None
@@ -177,7 +162,7 @@ def test_partitioned_tables_are_routed_copied_and_verified_by_parent(environment
         with connection(dbs.core, autocommit=True) as conn:
             conn.execute("DELETE FROM events_2024_q2 WHERE id % 3 = 0 AND id % 10 <> 0")
             notes_before = conn.execute("SELECT array_agg(xmin::text ORDER BY 1) FROM event_notes").fetchone()
-        single = _run("migrate", instance, ["core/events"])
+        single = run_job("migrate", instance, ["core/events"])
         assert single.success and not _failures(single), _failures(single)
         assert {e.asset_key.to_user_string() for e in single.get_asset_materialization_events()} == {
             "core/events"
@@ -190,7 +175,7 @@ def test_partitioned_tables_are_routed_copied_and_verified_by_parent(environment
         # The verify job re-checks the parent as a whole and each leaf: a changed row in one leaf fails it.
         with connection(dbs.core, autocommit=True) as conn:
             conn.execute("UPDATE events_2024_q3 SET kind = 'changed' WHERE id = 5000")
-        verify = _run("verify", instance)
+        verify = run_job("verify", instance)
         assert not verify.success
         failing = [e for e in verify.get_asset_check_evaluations() if not e.passed]
         assert {(e.asset_key.to_user_string(), e.check_name) for e in failing} == {
@@ -201,7 +186,7 @@ def test_partitioned_tables_are_routed_copied_and_verified_by_parent(environment
         # The sequence a partitioned table owns (a serial on the parent) is set by its one-table redo.
         with connection(dbs.core, autocommit=True) as conn:
             conn.execute("SELECT setval(pg_get_serial_sequence('metrics', 'id'), 1)")
-        redo = _run("migrate", instance, ["core/metrics"])
+        redo = run_job("migrate", instance, ["core/metrics"])
         assert redo.success and not _failures(redo), _failures(redo)
         with connection(dbs.core) as conn:
             assert conn.execute("SELECT nextval(pg_get_serial_sequence('metrics', 'id'))").fetchone() == (
@@ -212,7 +197,7 @@ def test_partitioned_tables_are_routed_copied_and_verified_by_parent(environment
         # parent and its partitions among them (they are in the ownership record), and applies the new.
         with connection(dbs.source, autocommit=True) as conn:
             conn.execute("ALTER TABLE events ADD COLUMN source text DEFAULT 'app'")
-        again = _run("migrate", instance)
+        again = run_job("migrate", instance)
         assert again.success and not _failures(again), _failures(again)
         with connection(dbs.core) as conn:
             assert conn.execute("SELECT count(*) FROM events WHERE source = 'app'").fetchone() == (9000,)

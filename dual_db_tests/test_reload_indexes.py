@@ -19,7 +19,8 @@ from dual_db.db.connect import connection
 from dual_db.db.names import TableName
 from dual_db.db.urls import DatabaseUrl
 from dual_db_tests.conftest import Databases
-from dual_db_tests.test_migrate_job import _run, environment  # noqa: F401  (fixture)
+from dual_db_tests.job_support import run_job
+from dual_db_tests.test_migrate_job import environment  # noqa: F401  (fixture)
 
 INDEXES_SQL = """
 SELECT c.relname, c.oid::int, i.indisvalid AND i.indisready
@@ -89,9 +90,9 @@ def test_a_reload_drops_and_rebuilds_secondary_indexes(databases: Databases) -> 
 def test_a_one_table_redo_rebuilds_the_hnsw_index(environment: Databases) -> None:  # noqa: F811
     dbs = environment
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         before = _indexes(dbs.ai, "ai_kb_documents")
-        redo = _run("migrate", instance, ["ai/ai_kb_documents"])
+        redo = run_job("migrate", instance, ["ai/ai_kb_documents"])
         assert redo.success, [e.message for e in redo.all_events if e.is_failure]
         evaluations = redo.get_asset_check_evaluations()
         assert evaluations and all(e.passed for e in evaluations)

@@ -10,7 +10,8 @@ import dagster as dg
 from dual_db.db.connect import connection
 from dual_db.schema.ownership import mark_cut_over
 from dual_db_tests.conftest import Databases
-from dual_db_tests.test_migrate_job import _run, environment  # noqa: F401  (fixture)
+from dual_db_tests.job_support import run_job
+from dual_db_tests.test_migrate_job import environment  # noqa: F401  (fixture)
 
 FOREIGN_SQL = """
 CREATE SCHEMA app_extra;
@@ -40,12 +41,12 @@ def _summary(instance: dg.DagsterInstance) -> str:
 def test_a_rerun_leaves_tables_dual_db_did_not_create_alone(environment: Databases) -> None:  # noqa: F811
     dbs = environment
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         with connection(dbs.core, autocommit=True) as conn:
             conn.execute(FOREIGN_SQL)  # type: ignore[arg-type]
 
         # Same schema: the previous copy is kept and replaced table by table.
-        again = _run("migrate", instance)
+        again = run_job("migrate", instance)
         assert again.success, _failure_text(again)
         assert _count(dbs.core, "app_extra.audit_log") == 25
         assert _count(dbs.core, "public.cutover_notes") == 1
@@ -58,7 +59,7 @@ def test_a_rerun_leaves_tables_dual_db_did_not_create_alone(environment: Databas
         # The source schema changed: dual-db's own objects are rebuilt, the others still left alone.
         with connection(dbs.source, autocommit=True) as conn:
             conn.execute("ALTER TABLE positions ADD COLUMN note text DEFAULT 'new'")
-        rebuilt = _run("migrate", instance)
+        rebuilt = run_job("migrate", instance)
         assert rebuilt.success, _failure_text(rebuilt)
         assert _count(dbs.core, "app_extra.audit_log") == 25
         assert _count(dbs.core, "public.cutover_notes") == 1
@@ -70,8 +71,8 @@ def test_a_rerun_leaves_tables_dual_db_did_not_create_alone(environment: Databas
 def test_rematerializing_the_schema_keeps_the_previous_copy(environment: Databases) -> None:  # noqa: F811
     dbs = environment
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
-        assert _run("migrate", instance, ["core/core_schema"]).success
+        assert run_job("migrate", instance).success
+        assert run_job("migrate", instance, ["core/core_schema"]).success
         # Nothing was dropped: rows and indexes of the previous copy are all there.
         assert _count(dbs.core, "positions") == 4000
         with connection(dbs.core) as conn:
@@ -101,14 +102,14 @@ def _terminate_the_first_blocked_copy(url, stop: threading.Event, killed: list[i
 def test_a_failed_rerun_keeps_the_previous_contents(environment: Databases) -> None:  # noqa: F811
     dbs = environment
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         with connection(dbs.core, autocommit=True) as conn:
             conn.execute("DELETE FROM users WHERE false")  # nothing: the data stays as copied
         stop, killed = threading.Event(), []
         killer = threading.Thread(target=_terminate_the_first_blocked_copy, args=(dbs.core, stop, killed))
         killer.start()
         try:
-            failed = _run("migrate", instance)
+            failed = run_job("migrate", instance)
         finally:
             stop.set()
             killer.join()
@@ -122,27 +123,27 @@ def test_a_failed_rerun_keeps_the_previous_contents(environment: Databases) -> N
         assert _count(dbs.ai, "ai_kb_documents") == 500
 
         # Redo only what failed (the UI's "materialize failed"): that table alone, then verify all.
-        redo = _run("migrate", instance, ["core/positions"])
+        redo = run_job("migrate", instance, ["core/positions"])
         assert redo.success, _failure_text(redo)
         materialized = {e.asset_key.to_user_string() for e in redo.get_asset_materialization_events()}
         assert materialized == {"core/positions"}
         assert _count(dbs.core, "positions") == 4000
-        assert _run("verify", instance).success
+        assert run_job("verify", instance).success
         assert _summary(instance) == "9/9 tables identical, 0 rows missing"
 
 
 def test_after_cutover_every_write_is_refused(environment: Databases) -> None:  # noqa: F811
     dbs = environment
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         with connection(dbs.core, autocommit=True) as conn:
             mark_cut_over(conn)
             conn.execute("INSERT INTO users VALUES (gen_random_uuid(), 'after-cutover@example.com')")
 
-        refused = _run("migrate", instance)
+        refused = run_job("migrate", instance)
         assert not refused.success
         assert "was cut over" in _failure_text(refused)
-        one_table = _run("migrate", instance, ["core/users"])
+        one_table = run_job("migrate", instance, ["core/users"])
         assert not one_table.success
         assert "was cut over" in _failure_text(one_table)
         # The application's write is still there.
@@ -154,7 +155,7 @@ def test_guards_run_before_the_backup(environment: Databases, tmp_path) -> None:
     with connection(environment.core, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION vector")
     with dg.DagsterInstance.ephemeral() as instance:
-        refused = _run("migrate", instance)
+        refused = run_job("migrate", instance)
         assert not refused.success
         assert "already has the vector extension" in _failure_text(refused)
     assert not list((tmp_path / ".dual_db" / "dumps").glob("*/full_backup"))
@@ -192,7 +193,7 @@ def test_the_source_snapshot_is_released_after_the_last_copy(environment: Databa
     watcher.start()
     try:
         with dg.DagsterInstance.ephemeral() as instance:
-            result = _run("migrate", instance)
+            result = run_job("migrate", instance)
             assert result.success
             starts = {
                 e.step_key: e.timestamp

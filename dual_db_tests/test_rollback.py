@@ -23,7 +23,8 @@ from dual_db.embedded import EmbeddedCluster, EmbeddedServer, pg_bin_dir
 from dual_db.routing import TARGETS, RoutingPlan
 from dual_db.verify.restored import restored_matches_snapshot
 from dual_db_tests.conftest import Databases
-from dual_db_tests.test_migrate_job import _run, environment  # noqa: F401  (fixture)
+from dual_db_tests.job_support import run_job
+from dual_db_tests.test_migrate_job import environment  # noqa: F401  (fixture)
 
 ROLLBACK = dg.AssetKey(["rollback", "restored_source"])
 DatabaseFactory = Callable[[EmbeddedServer], DatabaseUrl]
@@ -97,7 +98,7 @@ def test_rollback_restores_the_source_as_of_the_snapshot(
     tool_log = tmp_path / "pg-restore-calls"
     _recording_pg_restore(tmp_path / "pg-bin", tool_log)
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         recorded = _recorded(instance)
         with connection(dbs.source, autocommit=True) as conn:
             conn.execute(LATER_WRITES)  # type: ignore[arg-type]
@@ -109,7 +110,7 @@ def test_rollback_restores_the_source_as_of_the_snapshot(
         assert instance.get_latest_materialization_event(ROLLBACK) is None
         # The rollback's tools (pg_restore alone) come from the configured bin directory.
         monkeypatch.setenv("DUAL_DB_PG_BIN_DIR", str(tmp_path / "pg-bin"))
-        result = _run("rollback", instance)
+        result = run_job("rollback", instance)
         assert result.success, _failure(result)
         metadata = _metadata(instance)
         logs = " ".join(entry.user_message for entry in instance.all_logs(result.run_id))
@@ -168,7 +169,7 @@ def test_rollback_refuses_a_database_that_is_not_empty_or_is_the_source(
         conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
         conn.execute("INSERT INTO notes VALUES (1, 'keep me')")
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         cases = {
             busy: "is not empty (1 object(s): relation public.notes)",
             dbs.source: "is the source database",
@@ -180,7 +181,7 @@ def test_rollback_refuses_a_database_that_is_not_empty_or_is_the_source(
             with connection(url) as conn:
                 tables_before = {i.table: table_fingerprint(conn, i.table) for i in list_tables(conn)}
             monkeypatch.setenv("ROLLBACK_DATABASE_URL", url.uri())
-            refused = _run("rollback", instance)
+            refused = run_job("rollback", instance)
             assert not refused.success
             text = _failure(refused)
             assert f"the rollback database {url.masked()} {reason}" in text, text
@@ -198,7 +199,7 @@ def test_rollback_refuses_a_database_that_is_not_empty_or_is_the_source(
         fresh = new_database(servers["core"])
         empty = _objects(fresh)
         monkeypatch.setenv("ROLLBACK_DATABASE_URL", fresh.uri())
-        refused = _run("rollback", instance)
+        refused = run_job("rollback", instance)
         assert not refused.success
         assert f"{backup_path} is not a pg_dump directory archive (no toc.dat)" in _failure(refused)
         assert _objects(fresh) == empty
@@ -214,10 +215,10 @@ def test_rollback_refuses_when_a_table_was_copied_from_another_snapshot(
     empty = _objects(target)
     monkeypatch.setenv("ROLLBACK_DATABASE_URL", target.uri())
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         # One table re-copied alone: its fingerprint is from a newer snapshot than the backup's.
-        assert _run("migrate", instance, ["core/users"]).success
-        refused = _run("rollback", instance)
+        assert run_job("migrate", instance, ["core/users"]).success
+        refused = run_job("rollback", instance)
         assert not refused.success
         text = _failure(refused)
         assert "1 table(s) have no fingerprint from it: users (copied from snapshot" in text, text
@@ -233,10 +234,10 @@ def test_rollback_with_the_source_gone_and_sequences_behind_the_copy(
     target = new_database(servers["core"])
     monkeypatch.setenv("ROLLBACK_DATABASE_URL", target.uri())
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
+        assert run_job("migrate", instance).success
         # The plan's full rollback: the old database is gone. What cannot be reached is not compared.
         monkeypatch.setenv("SOURCE_DATABASE_URL", "postgresql://app:Gone-Pw-3@127.0.0.1:1/railway")
-        result = _run("rollback", instance)
+        result = run_job("rollback", instance)
         assert result.success, _failure(result)
         logs = " ".join(entry.user_message for entry in instance.all_logs(result.run_id))
     assert "the source database was not compared with the rollback database (cannot connect to " in logs

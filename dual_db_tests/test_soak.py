@@ -12,7 +12,8 @@ from dual_db.definitions import build_definitions
 from dual_db.defs.soak.assets import SoakSettings, build_soak
 from dual_db.routing import RoutingPlan
 from dual_db_tests.conftest import Databases
-from dual_db_tests.test_migrate_job import _run, environment  # noqa: F401  (fixture)
+from dual_db_tests.job_support import run_job
+from dual_db_tests.test_migrate_job import environment  # noqa: F401  (fixture)
 
 
 def _tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None, soak: SoakSettings):  # type: ignore[no-untyped-def]
@@ -27,8 +28,8 @@ def test_soak_schedule_requests_one_run_per_bucket_then_stops(environment: Datab
     with dg.DagsterInstance.ephemeral() as instance:
         before, cursor = _tick(sensor, instance, None, soak)
         assert isinstance(before, dg.SkipReason) and "no cutover yet" in (before.skip_message or "")
-        assert _run("migrate", instance).success
-        assert _run("migrate", instance, ["cutover"]).success
+        assert run_job("migrate", instance).success
+        assert run_job("migrate", instance, ["cutover"]).success
 
         first, cursor = _tick(sensor, instance, cursor, soak)
         assert isinstance(first, dg.RunRequest) and first.run_key and first.run_key.endswith("-0")
@@ -53,8 +54,8 @@ def test_soak_job_flags_a_write_to_the_old_database_and_growing_orphans(environm
     soak_job = build_definitions(plan).resolve_job_def("soak")
     config = {"resources": {"soak": {"config": {"workload_runs": 1, "rag_queries": 3}}}}
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
-        assert _run("migrate", instance, ["cutover"]).success
+        assert run_job("migrate", instance).success
+        assert run_job("migrate", instance, ["cutover"]).success
 
         clean = soak_job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
         assert clean.success
@@ -126,8 +127,8 @@ def test_decommission_is_ready_only_after_a_clean_window(environment: Databases)
     soak_job = build_definitions(RoutingPlan.load()).resolve_job_def("soak")
     config = {"resources": {"soak": {"config": {"workload_runs": 1, "rag_queries": 3}}}}
     with dg.DagsterInstance.ephemeral() as instance:
-        assert _run("migrate", instance).success
-        assert _run("migrate", instance, ["cutover"]).success
+        assert run_job("migrate", instance).success
+        assert run_job("migrate", instance, ["cutover"]).success
         early = _readiness(instance, window_hours=1.0)
         assert early["verdict"] == "not ready" and "soak window runs until" in str(early["blockers"])
         assert soak_job.execute_in_process(instance=instance, run_config=config).success

@@ -29,6 +29,7 @@ from dual_db.routing import RoutingPlan, RoutingPlanError
 from dual_db.schema import SchemaSplit, SchemaSplitError, apply_sql, dump_schema_sections, split_schema
 from dual_db.verify.write_probe import broken_summary, write_probe
 from dual_db_tests.conftest import DatabaseFactory, Databases
+from dual_db_tests.job_support import migration_environment
 
 # The issue's example: a core table whose trigger writes an AI table.
 TRIGGER_SOURCE = """
@@ -208,11 +209,7 @@ REFRESH MATERIALIZED VIEW ai_notes_per_order;
 @pytest.fixture
 def environment(databases: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Databases]:
     """Source, core and AI for `migrate` (the source is filled by the test)."""
-    monkeypatch.setenv("DUAL_DB_PLAN_FILE", str(tmp_path / "plan.yaml"))
-    monkeypatch.setenv("SOURCE_DATABASE_URL", databases.source.uri())
-    monkeypatch.setenv("CORE_DATABASE_URL", databases.core.uri())
-    monkeypatch.setenv("AI_DATABASE_URL", databases.ai.uri())
-    monkeypatch.chdir(tmp_path)
+    migration_environment(monkeypatch, tmp_path, databases.source, databases.core, databases.ai)
     yield databases
 
 

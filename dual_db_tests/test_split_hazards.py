@@ -20,15 +20,12 @@ from dual_db.db.references import SoftReference
 from dual_db.definitions import build_definitions
 from dual_db.routing import RoutingPlan, accept, discover, propose
 from dual_db_tests.conftest import Databases
+from dual_db_tests.job_support import migration_environment
 
 
 @pytest.fixture
 def env(databases: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Databases]:
-    monkeypatch.setenv("DUAL_DB_PLAN_FILE", str(tmp_path / "plan.yaml"))
-    monkeypatch.setenv("SOURCE_DATABASE_URL", databases.source.uri())
-    monkeypatch.setenv("CORE_DATABASE_URL", databases.core.uri())
-    monkeypatch.setenv("AI_DATABASE_URL", databases.ai.uri())
-    monkeypatch.chdir(tmp_path)
+    migration_environment(monkeypatch, tmp_path, databases.source, databases.core, databases.ai)
     yield databases
 
 

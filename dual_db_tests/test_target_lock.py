@@ -23,8 +23,9 @@ from dual_db.db.urls import DatabaseUrl
 from dual_db.defs.constants import SOURCE_POOL
 from dual_db.defs.run_guard import ProcessIdentity, process_identity_tags
 from dual_db_tests.conftest import DatabaseFactory, Databases
+from dual_db_tests.job_support import run_job
 from dual_db_tests.test_crash_recovery import DAGSTER, PROJECT, Cli, Running
-from dual_db_tests.test_migrate_job import AI, CORE, SOURCE_SQL, _run, environment  # noqa: F401
+from dual_db_tests.test_migrate_job import AI, CORE, SOURCE_SQL, environment  # noqa: F401
 
 TABLES = len(CORE) + len(AI)
 USER_TABLES = "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
@@ -282,7 +283,7 @@ def test_the_report_judges_the_checks_of_its_own_run_not_of_a_run_created_after(
     from dual_db.routing import RoutingPlan
 
     with dg.DagsterInstance.ephemeral() as instance:
-        done = _run("migrate", instance)
+        done = run_job("migrate", instance)
         assert done.success
         keys = [e.asset_check_key for e in done.get_asset_check_evaluations()]
         later = instance.create_run_for_job(build_definitions(RoutingPlan.load()).resolve_job_def("migrate"))

@@ -269,9 +269,9 @@ def test_migrate_and_verify_never_tune(environment: object) -> None:
         assert selected and not selected & tuning, job
     # And a real migrate run materializes neither.
     with dg.DagsterInstance.ephemeral() as instance:
-        from dual_db_tests.test_migrate_job import _run
+        from dual_db_tests.job_support import run_job
 
-        result = _run(MIGRATE_JOB, instance)
+        result = run_job(MIGRATE_JOB, instance)
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         materialized = {m.asset_key for m in result.get_asset_materialization_events() if m.asset_key}
         assert materialized and not materialized & tuning
