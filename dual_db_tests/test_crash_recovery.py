@@ -108,6 +108,23 @@ class Cli:
     home: Path
     instance_url: DatabaseUrl
 
+    @classmethod
+    def for_project(
+        cls, databases: Databases, instance_url: DatabaseUrl, tmp_path: Path, plan_file: Path
+    ) -> Cli:
+        """A project in `tmp_path`: DAGSTER_HOME with the project's dagster.yaml, the URLs in `.env` only
+        (the shell's are dropped, as a user's fresh shell has none), and `plan_file` as the plan."""
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
+        (tmp_path / ".env").write_text(
+            f"SOURCE_DATABASE_URL={databases.source.uri()}\nCORE_DATABASE_URL={databases.core.uri()}\n"
+            f"AI_DATABASE_URL={databases.ai.uri()}\nDAGSTER_POSTGRES_URL={instance_url.sqlalchemy_url()}\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
+        env.update(DAGSTER_HOME=str(home), DUAL_DB_PLAN_FILE=str(plan_file), PYTHONUNBUFFERED="1")
+        return cls(cwd=tmp_path, env=env, home=home, instance_url=instance_url)
+
     def start(self, *args: str) -> Running:
         # A session of its own, so the test can kill the whole process group (pg_dump children too).
         process = subprocess.Popen(
@@ -138,17 +155,7 @@ def cli(databases: Databases, servers, new_database: DatabaseFactory, tmp_path: 
         + "ai:\n"
         + "".join(f"  - {t}\n" for t in AI)
     )
-    instance_url = new_database(servers["core"])
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
-    (tmp_path / ".env").write_text(
-        f"SOURCE_DATABASE_URL={databases.source.uri()}\nCORE_DATABASE_URL={databases.core.uri()}\n"
-        f"AI_DATABASE_URL={databases.ai.uri()}\nDAGSTER_POSTGRES_URL={instance_url.sqlalchemy_url()}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
-    env.update(DAGSTER_HOME=str(home), DUAL_DB_PLAN_FILE=str(plan_file), PYTHONUNBUFFERED="1")
-    yield Cli(cwd=tmp_path, env=env, home=home, instance_url=instance_url)
+    yield Cli.for_project(databases, new_database(servers["core"]), tmp_path, plan_file)
 
 
 def _wait_for_copy_in_progress(source: DatabaseUrl, running: Running, timeout: float) -> None:

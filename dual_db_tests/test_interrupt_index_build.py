@@ -7,7 +7,6 @@ waited for the build at exit. Real `dagster job execute` in a subprocess, real s
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 from dual_db.db.connect import connection
 from dual_db.db.urls import DatabaseUrl
 from dual_db_tests.conftest import DatabaseFactory, Databases
-from dual_db_tests.test_crash_recovery import PROJECT, Cli, Running
+from dual_db_tests.test_crash_recovery import Cli, Running
 
 pytestmark = pytest.mark.slow
 
@@ -49,17 +48,7 @@ def cli(databases: Databases, servers, new_database: DatabaseFactory, tmp_path: 
         conn.execute(SOURCE_SQL)  # type: ignore[arg-type]
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text("core: [users]\nai: [ai_vectors]\n")
-    instance_url = new_database(servers["core"])
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
-    (tmp_path / ".env").write_text(
-        f"SOURCE_DATABASE_URL={databases.source.uri()}\nCORE_DATABASE_URL={databases.core.uri()}\n"
-        f"AI_DATABASE_URL={databases.ai.uri()}\nDAGSTER_POSTGRES_URL={instance_url.sqlalchemy_url()}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
-    env.update(DAGSTER_HOME=str(home), DUAL_DB_PLAN_FILE=str(plan_file), PYTHONUNBUFFERED="1")
-    yield Cli(cwd=tmp_path, env=env, home=home, instance_url=instance_url)
+    yield Cli.for_project(databases, new_database(servers["core"]), tmp_path, plan_file)
     # Whatever the outcome, no build is left burning the shared server's CPU.
     with connection(databases.ai, autocommit=True) as conn:
         for pid, _ in conn.execute(BUILDING_SQL, (databases.ai.dbname,)).fetchall():

@@ -24,7 +24,7 @@ from dual_db.defs.constants import SOURCE_POOL
 from dual_db.defs.run_guard import ProcessIdentity, process_identity_tags
 from dual_db_tests.conftest import DatabaseFactory, Databases
 from dual_db_tests.job_support import run_job
-from dual_db_tests.test_crash_recovery import DAGSTER, PROJECT, Cli, Running
+from dual_db_tests.test_crash_recovery import DAGSTER, Cli, Running
 from dual_db_tests.test_migrate_job import AI, CORE, SOURCE_SQL, environment  # noqa: F401
 
 TABLES = len(CORE) + len(AI)
@@ -86,18 +86,8 @@ def cli(databases: Databases, servers, new_database: DatabaseFactory, tmp_path: 
     plan_file.write_text(
         "core:\n" + "".join(f"  - '{t}'\n" for t in CORE) + "ai:\n" + "".join(f"  - {t}\n" for t in AI)
     )
-    instance_url = new_database(servers["core"])
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
-    (tmp_path / ".env").write_text(
-        f"SOURCE_DATABASE_URL={databases.source.uri()}\nCORE_DATABASE_URL={databases.core.uri()}\n"
-        f"AI_DATABASE_URL={databases.ai.uri()}\nDAGSTER_POSTGRES_URL={instance_url.sqlalchemy_url()}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
-    env.update(DAGSTER_HOME=str(home), DUAL_DB_PLAN_FILE=str(plan_file), PYTHONUNBUFFERED="1")
     assert Path(DAGSTER).exists()
-    yield Cli(cwd=tmp_path, env=env, home=home, instance_url=instance_url)
+    yield Cli.for_project(databases, new_database(servers["core"]), tmp_path, plan_file)
 
 
 RUN_TIMEOUT_SECONDS = 180
