@@ -17,15 +17,19 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import Field, StringSource
-from dagster._core.instance.ref import compute_logs_directory
-from dagster._core.storage.compute_log_manager import CapturedLogContext
+
+# Dagster's one compute log manager for local files has no public import: the subclass below is the only
+# private use left here at run time (test_private_dagster_api.py fails naming it when Dagster moves it).
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
-from dagster._serdes import ConfigurableClassData
 
 from dual_db.db.urls import client_tool_environment
+
+if TYPE_CHECKING:
+    from dagster._core.storage.compute_log_manager import CapturedLogContext
+    from dagster._serdes import ConfigurableClassData
 
 
 @contextmanager
@@ -52,7 +56,8 @@ class PrivateLocalComputeLogManager(LocalComputeLogManager):
     def register_instance(self, instance: Any) -> None:
         super().register_instance(instance)
         if self._default_base_dir:
-            self._base_dir = compute_logs_directory(instance.root_directory)
+            # Dagster's default (dagster._core.instance.ref.compute_logs_directory): <root>/storage.
+            self._base_dir = os.path.join(instance.root_directory, "storage")
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:

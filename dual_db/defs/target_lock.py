@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from dagster._core.execution.context.system import PlanExecutionContext
-from dagster._core.execution.plan.step import ExecutionStep
 
 from dual_db.db.connect import DatabaseUnreachable
 from dual_db.db.run_lock import LockHolder, LockMode, TargetLocked, take_run_lock
@@ -37,6 +36,11 @@ from dual_db.defs.errors import one_line
 from dual_db.defs.resources import PostgresDatabase
 from dual_db.defs.run_guard import ProcessIdentity
 from dual_db.routing import TARGETS
+
+if TYPE_CHECKING:
+    # Only annotations: the executor (defs/executor.py) hands these in.
+    from dagster._core.execution.context.system import PlanExecutionContext
+    from dagster._core.execution.plan.step import ExecutionStep
 
 # Assets that read both targets and write neither; and those that write both.
 READS_TARGETS = frozenset({VERIFICATION_REPORT, SOAK_HEALTH, DECOMMISSION_READINESS})
